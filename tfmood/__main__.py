@@ -1,0 +1,5 @@
+import sys
+
+from tfmood.cli import main
+
+sys.exit(main())

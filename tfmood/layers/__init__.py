@@ -1,0 +1,6 @@
+"""Custom Keras layers of tfmood, registered for `.keras` saving under the package "tfmood"."""
+
+from tfmood.layers.arelu import AReLU
+from tfmood.layers.local_self_attention import LocalSelfAttention
+
+__all__ = ["AReLU", "LocalSelfAttention"]
