@@ -13,8 +13,8 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class Track:
     album_id: str
     path: str
     duration: float
-    tags: Tuple[str, ...]
+    tags: tuple[str, ...]
 
     @property
     def npy_path(self) -> str:
@@ -65,9 +65,9 @@ def _fail(path: str, line: int, reason: str) -> ValueError:
     return ValueError(f"{path}: line {line}: {reason}")
 
 
-def _mood_tags(cells: Sequence[str], path: str, line: int) -> Tuple[str, ...]:
+def _mood_tags(cells: Sequence[str], path: str, line: int) -> tuple[str, ...]:
     """The mood/theme names among the tag cells; other known categories are dropped."""
-    names: List[str] = []
+    names: list[str] = []
     for cell in cells:
         category, sep, name = cell.partition("---")
         if not sep or not category or not name or "---" in name:
@@ -85,7 +85,7 @@ def _mood_tags(cells: Sequence[str], path: str, line: int) -> Tuple[str, ...]:
     return tuple(names)
 
 
-def _parse_row(cells: List[str], path: str, line: int) -> Track:
+def _parse_row(cells: list[str], path: str, line: int) -> Track:
     if len(cells) <= N_FIXED_COLUMNS:
         raise _fail(
             path,
@@ -111,7 +111,7 @@ def _parse_row(cells: List[str], path: str, line: int) -> Track:
     )
 
 
-def parse_split(lines: Iterable[str], path: str = "<tsv>") -> List[Track]:
+def parse_split(lines: Iterable[str], path: str = "<tsv>") -> list[Track]:
     """Parse the lines of a split file (header included).
 
     Args:
@@ -126,7 +126,7 @@ def parse_split(lines: Iterable[str], path: str = "<tsv>") -> List[Track]:
             a row without mood/theme tag, or a repeated TRACK_ID; the message names the file and
             the line (the header is line 1).
     """
-    tracks: List[Track] = []
+    tracks: list[Track] = []
     first_line_of: dict = {}
     header_seen = False
     for line_number, text in enumerate(lines, start=1):
@@ -154,7 +154,7 @@ def parse_split(lines: Iterable[str], path: str = "<tsv>") -> List[Track]:
     return tracks
 
 
-def read_split(path: str) -> List[Track]:
+def read_split(path: str) -> list[Track]:
     """Read a split TSV (a local path or any tf.io.gfile path); see `parse_split`.
 
     Args:
@@ -184,7 +184,7 @@ def label_matrix(tracks: Sequence[Track]) -> np.ndarray:
     return labels
 
 
-def read_labels(path: str) -> Tuple[List[str], np.ndarray]:
+def read_labels(path: str) -> tuple[list[str], np.ndarray]:
     """The track ids (file order) and the boolean label matrix of a split TSV.
 
     Args:
@@ -212,7 +212,7 @@ def ids_path_for(labels_path: str) -> str:
     return os.path.splitext(labels_path)[0] + ".track_ids.txt"
 
 
-def write_labels(tsv_path: str, labels_path: str) -> Tuple[str, str]:
+def write_labels(tsv_path: str, labels_path: str) -> tuple[str, str]:
     """Write the label matrix of a split file as .npy and its track ids (one a line) beside it.
 
     Args:

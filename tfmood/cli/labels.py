@@ -16,10 +16,12 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from tfmood.metadata import read_labels, write_labels
+    import numpy as np
+
+    from tfmood.metadata import write_labels
 
     labels_path, ids_path = write_labels(args.tsv, args.output)
-    _, labels = read_labels(args.tsv)
+    labels = np.load(labels_path, allow_pickle=False)
     print(
         f"{labels_path}: {labels.shape[0]} tracks x {labels.shape[1]} tags, "
         f"{int(labels.sum())} positives; track ids in {ids_path}"

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+
+from layer_checks import run_layer_checks
+from tfmood.layers import AReLU, LocalSelfAttention
+
+
+def reference_arelu(x, alpha, beta):
+    alpha = np.clip(alpha, 0.01, 0.99)
+    beta = 1.0 + 1.0 / (1.0 + np.exp(-beta))
+    return beta * np.maximum(x, 0) - alpha * np.maximum(-x, 0)
+
+
+def reference_attention(x, wq, wk, wv, rel_h, rel_w, heads=None):
+    """numpy port of the released PyTorch AttentionConv (NCHW, unfold into 3x3 patches)."""
+    x = np.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW
+    batch, _, height, width = x.shape
+    channels = wq.shape[1]
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    q = np.einsum("bihw,ic->bchw", x, wq)
+    k = np.einsum("bihw,ic->bchw", padded, wk)
+    v = np.einsum("bihw,ic->bchw", padded, wv)
+    # unfold(2, 3, 1).unfold(3, 3, 1): (B, C, H, W, 3, 3)
+    k_patches = np.stack([np.stack([k[:, :, r:r + height, c:c + width] for c in range(3)], -1)
+                          for r in range(3)], -2)
+    v_patches = np.stack([np.stack([v[:, :, r:r + height, c:c + width] for c in range(3)], -1)
+                          for r in range(3)], -2)
+    half = channels // 2
+    k_patches[:, :half] += rel_h[None, :, None, None, :, None]
+    k_patches[:, half:] += rel_w[None, :, None, None, None, :]
+    k_flat = k_patches.reshape(batch, channels, height, width, 9)
+    v_flat = v_patches.reshape(batch, channels, height, width, 9)
+    logits = q[..., None] * k_flat
+    if heads is not None:
+        size = channels // heads
+        logits = logits.reshape(batch, heads, size, height, width, 9).sum(2, keepdims=True)
+        logits = np.repeat(logits, size, axis=2).reshape(batch, channels, height, width, 9)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    out = (weights * v_flat).sum(-1)
+    return np.transpose(out, (0, 2, 3, 1))
+
+
+def test_arelu_matches_formula():
+    layer = AReLU(alpha_initializer=0.3, beta_initializer=-0.5)
+    x = np.linspace(-3, 3, 13, dtype="float32").reshape(1, 13)
+    np.testing.assert_allclose(layer(x), reference_arelu(x, 0.3, -0.5), rtol=1e-6)
+
+
+def test_arelu_clips_alpha_and_uses_paper_initial_values():
+    layer = AReLU()
+    x = np.array([[-2.0, 1.0]], dtype="float32")
+    y = np.asarray(layer(x))
+    assert float(layer.alpha.numpy()) == pytest.approx(0.90)
+    assert float(layer.beta.numpy()) == pytest.approx(2.0)
+    gain = 1 + 1 / (1 + np.exp(-2.0))
+    np.testing.assert_allclose(y, [[-2.0 * 0.90, gain]], rtol=1e-6)
+    layer.alpha.assign(5.0)
+    assert float(np.asarray(layer(x))[0, 0]) == pytest.approx(-2.0 * 0.99)
+
+
+def test_arelu_layer_checks(tmp_path):
+    run_layer_checks(AReLU, {}, (4, 5, 3), (4, 5, 3), 2, tmp_path)
+
+
+@pytest.mark.parametrize("heads", [None, 1, 4])
+@pytest.mark.parametrize("shape", [(5, 7), (1, 1), (2, 9)])
+def test_local_self_attention_matches_reference(heads, shape):
+    rng = np.random.default_rng(1)
+    in_channels, channels = 3, 8
+    layer = LocalSelfAttention(channels, heads=heads)
+    x = rng.normal(size=(2,) + shape + (in_channels,)).astype("float32")
+    layer(x)
+    wq, wk, wv = (rng.normal(size=(in_channels, channels)).astype("float32") for _ in range(3))
+    rel_h, rel_w = (rng.normal(size=(channels // 2, 3)).astype("float32") for _ in range(2))
+    layer.set_weights([w.reshape(1, 1, in_channels, channels) for w in (wq, wk, wv)]
+                      + [rel_h, rel_w])
+    expected = reference_attention(x, wq, wk, wv, rel_h, rel_w, heads)
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, atol=1e-5)
+
+
+def test_local_self_attention_parameter_count_is_independent_of_heads():
+    x = np.zeros((1, 4, 4, 16), "float32")
+    counts = []
+    for heads in (None, 2, 8):
+        layer = LocalSelfAttention(32, heads=heads)
+        layer(x)
+        counts.append(sum(int(np.prod(w.shape)) for w in layer.trainable_weights))
+    assert counts == [3 * 16 * 32 + 2 * 16 * 3] * 3
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"filters": 7}, "even"),
+    ({"filters": 8, "kernel_size": 2}, "odd"),
+    ({"filters": 8, "heads": 3}, "divisor"),
+])
+def test_local_self_attention_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LocalSelfAttention(**kwargs)
+
+
+@pytest.mark.parametrize("heads", [None, 2])
+def test_local_self_attention_layer_checks(tmp_path, heads):
+    run_layer_checks(LocalSelfAttention, {"filters": 6, "heads": heads}, (5, 7, 3), (5, 7, 6),
+                     5, tmp_path, atol=1e-5)

@@ -1,0 +1,146 @@
+"""`tfmood import-torch` and `tfmood predict`, end to end against PyTorch's outputs."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from tfmood.cli import main
+from tfmood.cli.predict import load_mel_batch
+
+PARITY_TOLERANCE = 1e-4
+
+
+@pytest.mark.parametrize(
+    "folder, weights", [("mtg_baseline", "best_model.pth"), ("augment_sa3", "random_init.pth")]
+)
+def test_import_then_predict_matches_pytorch(reference_dir, tmp_path, capsys, folder, weights):
+    model_path = tmp_path / "imported.keras"
+    assert main(["import-torch", str(reference_dir / folder / weights), "-o", str(model_path)]) == 0
+    with np.load(reference_dir / folder / "io.npz", allow_pickle=False) as reference:
+        x, y = reference["x"], reference["y"]
+    np.save(tmp_path / "x.npy", x)
+    # Batch size 2 over 3 examples: a full batch and a partial one.
+    argv = ["predict", "--model", str(model_path), "--input", str(tmp_path / "x.npy")]
+    assert main(argv + ["-o", str(tmp_path / "y.npy"), "--batch-size", "2"]) == 0
+    scores = np.load(tmp_path / "y.npy", allow_pickle=False)
+    assert scores.shape == y.shape and scores.dtype == np.float32
+    difference = float(np.abs(scores - y).max())
+    print(f"{folder}: CLI max abs difference to PyTorch {difference:.3g}")
+    assert difference < PARITY_TOLERANCE
+    # Only the outputs remain: the temporary files were renamed into place.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imported.keras", "x.npy", "y.npy"]
+
+
+def test_import_refuses_a_mismatching_preset(reference_dir, tmp_path, capsys):
+    weights = reference_dir / "augment_sa3" / "random_init.pth"
+    output = tmp_path / "out.keras"
+    assert main(["import-torch", str(weights), "--preset", "baseline", "-o", str(output)]) == 2
+    error = capsys.readouterr().err
+    assert "random_init.pth" in error and "missing keys ['conv_3.weight', 'conv_3.bias']" in error
+    assert list(tmp_path.iterdir()) == []
+
+
+class RunsCommand:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_import_refuses_code_in_the_weights_file(tmp_path, capsys):
+    sentinel = tmp_path / "SENTINEL"
+    weights = tmp_path / "evil.pth"
+    weights.write_bytes(pickle.dumps(RunsCommand(f"touch {sentinel}"), protocol=2))
+    output = tmp_path / "out.keras"
+    assert main(["import-torch", str(weights), "-o", str(output)]) == 2
+    assert "refusing to load global" in capsys.readouterr().err
+    assert not sentinel.exists() and not output.exists()
+
+
+def test_import_needs_a_keras_output(tmp_path, capsys):
+    assert main(["import-torch", str(tmp_path / "w.pth"), "-o", str(tmp_path / "out.h5")]) == 2
+    assert "out.h5" in capsys.readouterr().err
+
+
+# --- input validation ---------------------------------------------------------------------------
+
+
+def _good_batch(n_frames=1400):
+    return np.random.default_rng(0).normal(-30, 10, (2, 96, n_frames)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((96, 1400), np.float32), r"expected shape \(N, 96, frames\)"),
+        (np.zeros((2, 95, 1400), np.float32), r"expected shape \(N, 96, frames\)"),
+        (np.zeros((0, 96, 1400), np.float32), "empty"),
+        (np.zeros((2, 96, 1000), np.float32), "takes 1400 frames, the input has 1000"),
+        (np.full((1, 96, 1400), np.nan, np.float32), "NaN or infinite"),
+        (np.full((1, 96, 1400), np.inf, np.float32), "NaN or infinite"),
+        (np.full((1, 96, 1400), "a"), "numeric"),
+    ],
+)
+def test_bad_mel_batches_are_named(tmp_path, array, message):
+    path = tmp_path / "mels.npy"
+    np.save(path, array)
+    with pytest.raises(ValueError, match=message) as error:
+        load_mel_batch(str(path), n_mels=96, n_frames=1400)
+    assert str(path) in str(error.value)
+
+
+def test_pickled_input_is_not_loaded(tmp_path):
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="objects.npy"):
+        load_mel_batch(str(path))
+
+
+def test_mel_batch_is_float32_and_any_length_when_allowed(tmp_path):
+    path = tmp_path / "mels.npy"
+    np.save(path, _good_batch(1500).astype(np.float64))
+    mels = load_mel_batch(str(path), n_frames=None)
+    assert mels.dtype == np.float32 and mels.shape == (2, 96, 1500)
+
+
+@pytest.fixture(scope="module")
+def small_model_path(tmp_path_factory):
+    from tfmood.models import build_model
+
+    path = tmp_path_factory.mktemp("model") / "baseline.keras"
+    build_model("baseline").save(path)
+    return path
+
+
+def test_predict_reports_bad_input_and_writes_nothing(small_model_path, tmp_path, capsys):
+    mels = tmp_path / "short.npy"
+    np.save(mels, _good_batch(700))
+    output = tmp_path / "y.npy"
+    argv = ["predict", "--model", str(small_model_path), "--input", str(mels), "-o", str(output)]
+    assert main(argv) == 2
+    assert "short.npy: the model takes 1400 frames, the input has 700" in capsys.readouterr().err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--input", "x.npy"], "needs -o/--output"),
+        ([], "nothing to predict"),
+        (["song.mp3", "--input", "x.npy", "-o", "y.npy"], "not both"),
+    ],
+)
+def test_predict_argument_errors(small_model_path, capsys, extra, message):
+    assert main(["predict", "--model", str(small_model_path)] + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_predict_names_a_missing_model(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", _good_batch())
+    argv = ["predict", "--model", str(tmp_path / "none.keras"), "--input", str(tmp_path / "x.npy")]
+    assert main(argv + ["-o", str(tmp_path / "y.npy")]) == 2
+    assert "none.keras" in capsys.readouterr().err

@@ -1,0 +1,167 @@
+"""Keras callbacks of the training loop: validation AUCs, atomic best checkpoint, resumable runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from typing import Optional
+
+import keras
+import numpy as np
+
+from tfmood import metrics
+
+
+def atomic_save(model: keras.Model, path: str) -> None:
+    """Save a `.keras` model so that `path` is either the old file or the complete new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
+    os.close(handle)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_history(csv_path: str) -> list:
+    """The rows of a CSVLogger file as dicts of floats (empty when there is none yet)."""
+    if not os.path.exists(csv_path):
+        return []
+    with open(csv_path, newline="") as handle:
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(handle)
+        ]
+
+
+class ValidationAUC(keras.callbacks.Callback):
+    """Macro ROC-AUC and PR-AUC over the whole validation set, every epoch.
+
+    Predicts the validation dataset (deterministic order) and adds `val_roc_auc` and
+    `val_pr_auc` to the epoch logs, so callbacks after it (checkpoint, early stopping, CSV log)
+    see them. The numbers are those of `tfmood evaluate` on the same predictions, over the tags
+    that have both positive and negative validation tracks (the others are undefined).
+
+    Args:
+        dataset: validation dataset of (mel, labels) batches, not shuffled.
+        labels: (tracks, tags) ground truth in the dataset's order.
+    """
+
+    def __init__(self, dataset, labels: np.ndarray):
+        super().__init__()
+        self.dataset = dataset
+        self.columns = metrics.defined_columns(labels)
+        self.labels = np.asarray(labels, dtype=bool)[:, self.columns]
+        if self.columns.size == 0:
+            raise ValueError(
+                "the validation split has no tag with both positive and negative tracks"
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = self.model.predict(self.dataset, verbose=0)[:, self.columns]
+        scores = np.clip(scores, 0.0, 1.0)
+        logs = logs if logs is not None else {}
+        logs["val_roc_auc"] = metrics.macro_roc_auc(self.labels, scores)
+        logs["val_pr_auc"] = metrics.macro_pr_auc(self.labels, scores)
+        print(f" - val_roc_auc: {logs['val_roc_auc']:.4f} - val_pr_auc: {logs['val_pr_auc']:.4f}")
+
+
+class BestCheckpointEarlyStopping(keras.callbacks.Callback):
+    """Keep the best model by a validation metric (atomically) and stop after `patience` epochs.
+
+    Its state (best value, best epoch) is recovered from the run's CSV log, so a resumed run
+    keeps counting patience from where the interrupted one stopped.
+
+    Args:
+        path: where the best `.keras` model is written.
+        history_csv: the CSVLogger file of the run.
+        monitor: the metric to maximise.
+        patience: epochs without improvement before training stops (0: never stop early).
+    """
+
+    def __init__(
+        self, path: str, history_csv: str, monitor: str = "val_roc_auc", patience: int = 35
+    ):
+        super().__init__()
+        self.path = path
+        self.history_csv = history_csv
+        self.monitor = monitor
+        self.patience = patience
+        self.best = -np.inf
+        self.best_epoch = -1
+        self.stopped_epoch = None
+
+    def on_train_begin(self, logs=None):
+        for row in read_history(self.history_csv):
+            if self.monitor in row and row[self.monitor] > self.best:
+                self.best, self.best_epoch = row[self.monitor], int(row["epoch"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise ValueError(f"metric {self.monitor!r} is not in the epoch logs: {sorted(logs)}")
+        if value > self.best or not os.path.exists(self.path):
+            self.best, self.best_epoch = value, epoch
+            atomic_save(self.model, self.path)
+        elif self.patience and epoch - self.best_epoch >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            print(
+                f"\nEarly stopping: {self.monitor} has not improved for {self.patience} epochs "
+                f"(best {self.best:.4f} at epoch {self.best_epoch + 1})"
+            )
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backup files are replaced atomically, so a kill mid-write
+    leaves the previous backup usable."""
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp_weights = self._weights_path + ".tmp.weights.h5"
+        self.model.save_weights(filepath=tmp_weights, overwrite=True)
+        os.replace(tmp_weights, self._weights_path)
+        tmp_meta = self._training_metadata_path + ".tmp"
+        with open(tmp_meta, "w") as handle:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
+        os.replace(tmp_meta, self._training_metadata_path)
+
+
+def plot_training_curves(history_csv: str, path: str, title: Optional[str] = None) -> str:
+    """PNG of loss and validation AUCs per epoch from a CSVLogger file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_history(history_csv)
+    if not rows:
+        raise ValueError(f"{history_csv}: no epochs logged yet")
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    figure, (loss_axes, auc_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "val_loss"):
+        if key in rows[0]:
+            loss_axes.plot(epochs, [r.get(key, np.nan) for r in rows], label=key)
+    loss_axes.set_xlabel("epoch")
+    loss_axes.set_ylabel("binary cross-entropy")
+    loss_axes.legend()
+    for key in ("val_roc_auc", "val_pr_auc"):
+        if key in rows[0]:
+            auc_axes.plot(epochs, [r.get(key, np.nan) for r in rows], marker="o", label=key)
+    auc_axes.set_xlabel("epoch")
+    auc_axes.set_ylabel("macro AUC")
+    auc_axes.set_ylim(0, 1)
+    auc_axes.legend()
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    tmp = path + ".tmp.png"
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,50 @@
+"""`tfmood train`: fit one model from a YAML config; every config field can be overridden."""
+
+import json
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def add_config_overrides(parser) -> None:
+    """One option per TrainConfig field (e.g. --batch-size, --learning-rate, --preset)."""
+    from tfmood.training import field_types
+
+    group = parser.add_argument_group("config overrides (default: the config file's values)")
+    for name, kind in field_types().items():
+        converter = _bool if kind is bool else kind
+        group.add_argument(_flag(name), dest=name, type=converter, default=None, metavar=kind.__name__.upper())
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "train", help="train one model (Adam, BCE, early stopping on validation ROC-AUC)"
+    )
+    parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
+    add_config_overrides(parser)
+    parser.set_defaults(func=run)
+
+
+def overrides_of(args) -> dict:
+    from tfmood.training import field_types
+
+    return {name: getattr(args, name) for name in field_types() if getattr(args, name) is not None}
+
+
+def run(args) -> int:
+    from tfmood.training import TrainConfig, train
+
+    overrides = overrides_of(args)
+    config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig(**overrides)
+    result = train(config)
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0

@@ -1,0 +1,1001 @@
+"""The synthetic mood corpus: music-like audio whose mood/theme tags follow from how it was made.
+
+No real data set can be downloaded everywhere tfmood runs, so the tests, the demo and a first run
+use this corpus. Every track is drawn as a set of musical parameters (`TrackParams`), rendered with
+numpy (melody, chords and bass from wavetables, drums from noise bursts, background noise) and
+tagged by the rules below. The corpus is written in the MTG-Jamendo layout (`audio/NN/ID.wav`, split
+TSVs `autotagging_moodtheme-{train,validation,test}.tsv`), so every reader of the real data set
+reads it unchanged, plus `synth.json` with the parameters and tags of every track.
+
+Parameters and what they do to the audio (and so to a 96-band log-mel spectrogram):
+
+| parameter    | values                   | sound                                                      |
+|--------------|--------------------------|------------------------------------------------------------|
+| key          | C .. B                   | transposes everything (nuisance, no tag depends on it)     |
+| mode         | major, minor, dorian     | scale and chord qualities (major vs minor thirds)          |
+| tempo, bpm   | slow 60-85, medium 95-120, fast 135-170 BPM | note and drum onsets on an eighth-note grid |
+| register     | low, mid, high           | melody around MIDI 45 / 62 / 76, chords and bass below it  |
+| loudness     | soft, loud (level_db)    | soft: RMS -32..-24 dBFS with slow swells; loud: -16..-11   |
+|              |                          | dBFS, saturated peaks                                      |
+| timbre       | pure, mellow, bright     | sine, triangle-like (odd partials), saw-like (all partials) |
+| articulation | legato, staccato         | slow attack and held notes, or plucked notes that decay    |
+| percussion   | none, light, full        | none; kick + quarter hats; kick, snare and eighth hats     |
+| noise        | clean, ambient (noise_db)| faint white noise, or loud slowly swelling pink noise      |
+
+A hidden arousal level (low/mid/high, not recorded) makes tempo, loudness, percussion, articulation
+and noise co-vary as they do in real music. Parameters are redrawn until the rules give 2 to 5 tags.
+
+Tag rules (a tag is carried when every listed condition holds; "minorish" = minor or dorian):
+
+| tag          | mode     | tempo       | register | loudness | timbre      | artic.   | percussion  | noise   |
+|--------------|----------|-------------|----------|----------|-------------|----------|-------------|---------|
+| sad          | minor    | slow        |          | soft     |             |          |             |         |
+| melancholic  | minorish | slow        | low,mid  |          |             |          | none,light  |         |
+| calm         |          | slow        |          | soft     |             | legato   |             |         |
+| relaxing     |          | slow        |          | soft     |             |          | none        |         |
+| meditative   |          | slow        |          |          | pure        |          | none        |         |
+| soft         |          |             |          | soft     |             |          | none        | clean   |
+| slow         |          | slow        | low,mid  |          |             | legato   |             |         |
+| happy        | major    | medium,fast | mid,high |          |             |          | light,full  |         |
+| positive     | major    | medium      |          | soft     |             |          |             |         |
+| energetic    |          | fast        |          | loud     |             |          | light,full  |         |
+| fast         |          | fast        |          |          |             | staccato | full        |         |
+| upbeat       | major    | fast        |          |          |             |          | full        |         |
+| party        | major    | fast        |          | loud     |             |          | full        |         |
+| powerful     |          |             |          | loud     | bright      |          | full        |         |
+| action       | minorish | fast        |          |          |             |          | full        |         |
+| sport        |          | fast        |          |          | bright      |          | full        |         |
+| dark         | minorish |             | low      |          | mellow,bright |        |             |         |
+| deep         |          |             | low      | soft     |             | legato   |             |         |
+| heavy        | minorish |             | low      | loud     |             |          |             |         |
+| children     | major    |             | high     |          | pure,mellow |          |             |         |
+| fun          | major    |             | high     |          |             |          | light,full  |         |
+| funny        | major    |             | high     |          |             | staccato |             |         |
+| game         |          |             | high     |          | bright      | staccato |             |         |
+| retro        |          | medium      |          |          | bright      | staccato |             |         |
+| groovy       | dorian   |             |          |          |             |          | light,full  |         |
+| cool         | dorian   | slow,medium |          |          |             |          |             |         |
+| sexy         | dorian   | slow        |          |          |             |          |             |         |
+| romantic     | major    | slow        | mid      |          |             |          |             |         |
+| love         | major    | slow        |          |          | mellow      |          |             |         |
+| melodic      |          |             | mid      |          | mellow      | legato   |             |         |
+| emotional    | minor    | slow        |          | loud     |             |          |             |         |
+| dramatic     | minor    |             |          | loud     |             |          | none        |         |
+| drama        | minor    |             | low      | loud     |             |          |             |         |
+| epic         | minorish | medium      |          | loud     |             |          | full        |         |
+| film         | minorish |             |          |          |             | legato   | none        |         |
+| movie        | minorish |             |          | loud     |             |          | none        |         |
+| documentary  |          | medium      |          |          |             |          | none,light  | ambient |
+| space        |          |             | high     |          |             | legato   |             | ambient |
+| dream        | major    |             |          | soft     |             |          |             | ambient |
+| soundscape   |          |             |          |          |             |          | none        | ambient |
+| nature       |          |             |          |          | pure        |          |             | ambient |
+| inspiring    | major    | medium      |          | loud     |             |          |             |         |
+| uplifting    | major    |             | high     | loud     |             |          |             |         |
+| hopeful      | major    | slow        |          | loud     |             |          |             |         |
+| motivational | major    | medium      |          |          |             |          | full        |         |
+| commercial   | major    |             |          |          |             | staccato | full        |         |
+| advertising  | major    | medium      |          |          |             | staccato |             |         |
+| background   |          | medium      |          | soft     |             |          | light       |         |
+| summer       | major    | medium      |          |          | bright      |          |             |         |
+| holiday      | major    |             | high     |          |             | staccato |             |         |
+
+The other six tags (adventure, ballad, christmas, corporate, trailer, travel) have no rule and are
+never produced. `PRODUCIBLE_TAGS` lists the tags above; `tag_prevalence` gives how often each is
+carried. Label noise: each rule tag is, with probability `label_noise` (default 0.05), replaced by a
+tag drawn uniformly from the other producible tags, as annotators sometimes pick a neighbour.
+
+Splits are stratified (70/15/15 by default): tags are placed from the rarest to the most common, and
+a track goes first to a split that has no positive of its tag yet, then to the split furthest below
+its share. Every tag that still lacks a positive in some split is then removed from all tracks (a
+track left without a tag is left out of the corpus), so every tag in the TSVs has a positive in
+every split; for 300 tracks or more every producible tag survives in practice. `CorpusInfo.tags`
+and synth.json list the tags in use.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from concurrent.futures import ProcessPoolExecutor
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import soundfile as sf
+
+from tfmood.tags import MOODTHEME_TAGS, PREFIX, TAG_INDEX
+
+SPLITS = ("train", "validation", "test")
+DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+DEFAULT_LABEL_NOISE = 0.05
+SAMPLE_RATE = 12000
+TSV_HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
+MIN_TAGS, MAX_TAGS = 2, 5
+
+KEY_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+MODES = ("major", "minor", "dorian")
+TEMPOS = ("slow", "medium", "fast")
+REGISTERS = ("low", "mid", "high")
+LOUDNESSES = ("soft", "loud")
+TIMBRES = ("pure", "mellow", "bright")
+ARTICULATIONS = ("legato", "staccato")
+PERCUSSIONS = ("none", "light", "full")
+NOISES = ("clean", "ambient")
+
+SCALES = {
+    "major": (0, 2, 4, 5, 7, 9, 11),
+    "minor": (0, 2, 3, 5, 7, 8, 10),
+    "dorian": (0, 2, 3, 5, 7, 9, 10),
+}
+# Chord roots as scale degrees, one chord per bar; triads are stacked thirds of the mode's scale.
+PROGRESSIONS = {
+    "major": ((0, 4, 5, 3), (0, 3, 4, 0), (0, 5, 3, 4)),
+    "minor": ((0, 5, 2, 6), (0, 3, 4, 0), (0, 5, 3, 4)),
+    "dorian": ((0, 3, 0, 3), (0, 1, 0, 3), (0, 3, 1, 0)),
+}
+BPM_RANGES = {"slow": (60.0, 85.0), "medium": (95.0, 120.0), "fast": (135.0, 170.0)}
+MAX_PARTIALS = 40
+MELODY_ROOTS = {"low": 45, "mid": 62, "high": 76}
+LEVEL_RANGES_DB = {"soft": (-32.0, -24.0), "loud": (-16.0, -11.0)}
+NOISE_RANGES_DB = {"clean": (-60.0, -50.0), "ambient": (-16.0, -9.0)}
+
+# Hidden arousal (low, mid, high) -> probabilities of the observable parameters.
+P_TEMPO_MATCHES_AROUSAL = 0.7
+P_LOUD = (0.2, 0.5, 0.8)
+P_PERCUSSION = ((0.6, 0.3, 0.1), (0.2, 0.5, 0.3), (0.1, 0.2, 0.7))
+P_STACCATO = (0.25, 0.5, 0.7)
+P_AMBIENT = (0.4, 0.2, 0.1)
+P_MODE = (0.45, 0.40, 0.15)
+
+MINORISH = ("minor", "dorian")
+
+
+@dataclass(frozen=True)
+class TrackParams:
+    """The musical parameters of one synthetic track (see the module table).
+
+    Args:
+        key: tonic, one of KEY_NAMES.
+        mode: major, minor or dorian.
+        progression: index of the chord progression of the mode in PROGRESSIONS.
+        tempo: slow, medium or fast.
+        bpm: beats per minute, inside the tempo's range.
+        register: low, mid or high.
+        loudness: soft or loud.
+        level_db: target RMS of the music in dBFS.
+        timbre: pure, mellow or bright.
+        articulation: legato or staccato.
+        percussion: none, light or full.
+        noise: clean or ambient.
+        noise_db: background noise RMS relative to the music, in dB.
+    """
+
+    key: str
+    mode: str
+    progression: int
+    tempo: str
+    bpm: float
+    register: str
+    loudness: str
+    level_db: float
+    timbre: str
+    articulation: str
+    percussion: str
+    noise: str
+    noise_db: float
+
+    def to_dict(self) -> Dict[str, object]:
+        """The parameters as a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TagRule:
+    """A tag and the parameter values it requires (every listed field must take a listed value).
+
+    Args:
+        tag: a mood/theme tag name from tfmood.tags.
+        conditions: field name of TrackParams -> the accepted values.
+    """
+
+    tag: str
+    conditions: Mapping[str, Tuple[str, ...]]
+
+    def matches(self, params: TrackParams) -> bool:
+        """Whether `params` meets every condition."""
+        return all(getattr(params, name) in values for name, values in self.conditions.items())
+
+
+def _rule(tag: str, **conditions) -> TagRule:
+    as_tuples = {k: (v,) if isinstance(v, str) else tuple(v) for k, v in conditions.items()}
+    return TagRule(tag, as_tuples)
+
+
+TAG_RULES: Tuple[TagRule, ...] = (
+    # quiet and slow
+    _rule("sad", mode="minor", tempo="slow", loudness="soft"),
+    _rule("calm", mode="major", tempo="slow", loudness="soft"),
+    _rule("melancholic", mode=MINORISH, tempo="medium", loudness="soft"),
+    _rule("relaxing", tempo="slow", timbre="mellow", percussion="none"),
+    _rule("meditative", tempo="slow", timbre="pure", percussion="none"),
+    _rule("slow", tempo="slow", articulation="legato", percussion="light"),
+    _rule("soft", tempo=("medium", "fast"), loudness="soft", percussion="none"),
+    _rule("deep", register="low", loudness="soft", articulation="legato"),
+    _rule("ballad", tempo="slow", register="mid", percussion="light"),
+    _rule("melodic", register="mid", timbre="mellow", articulation="legato"),
+    _rule("background", tempo="medium", loudness="soft", percussion="light"),
+    # slow and warm
+    _rule("romantic", mode="major", tempo="slow", register="mid"),
+    _rule("love", mode="major", tempo="slow", timbre="mellow"),
+    _rule("hopeful", mode="major", tempo="slow", loudness="loud"),
+    _rule("emotional", mode="minor", tempo="slow", loudness="loud"),
+    # dorian colour
+    _rule("sexy", mode="dorian", tempo="slow"),
+    _rule("cool", mode="dorian", tempo="medium"),
+    _rule("groovy", mode="dorian", percussion="full"),
+    # fast and loud
+    _rule("energetic", tempo="fast", loudness="loud", percussion=("light", "full")),
+    _rule("fast", tempo="fast", articulation="staccato", percussion="full"),
+    _rule("upbeat", tempo="fast", articulation="staccato", percussion="light"),
+    _rule("party", mode="major", tempo="fast", loudness="loud"),
+    _rule("powerful", loudness="loud", timbre="bright", percussion="full"),
+    _rule("action", mode=MINORISH, tempo="fast", percussion="full"),
+    _rule("sport", tempo="fast", timbre="bright", articulation="staccato"),
+    _rule("adventure", tempo="fast", articulation="legato", percussion="full"),
+    _rule("travel", mode="major", tempo="fast", articulation="legato"),
+    # low and minor
+    _rule("dark", mode=MINORISH, register="low", timbre=("mellow", "bright")),
+    _rule("heavy", mode=MINORISH, register="low", loudness="loud"),
+    _rule("trailer", register="low", loudness="loud", percussion="full"),
+    # cinematic
+    _rule("film", mode=MINORISH, articulation="legato", percussion="none"),
+    _rule("movie", loudness="loud", articulation="legato", percussion="none"),
+    _rule("dramatic", mode="minor", loudness="loud", percussion="none"),
+    _rule("drama", mode="minor", tempo="medium", articulation="legato"),
+    _rule("epic", mode=MINORISH, loudness="loud", articulation="legato", percussion="full"),
+    # bright, major and high
+    _rule("happy", mode="major", tempo="fast", percussion=("light", "full")),
+    _rule("children", mode="major", register="high", timbre=("pure", "mellow")),
+    _rule("fun", mode="major", timbre="mellow", articulation="staccato"),
+    _rule("holiday", mode="major", register="high", percussion="light"),
+    _rule("funny", mode="major", timbre="pure", articulation="staccato"),
+    _rule("game", register="high", timbre="bright", articulation="staccato"),
+    _rule("retro", tempo="medium", timbre="bright", articulation="staccato"),
+    _rule("uplifting", mode="major", register="high", articulation="legato"),
+    _rule("positive", mode="major", tempo="medium", loudness="soft"),
+    _rule("inspiring", mode="major", tempo="medium", loudness="loud"),
+    _rule("motivational", mode="major", tempo="medium", percussion="full"),
+    _rule("summer", mode="major", tempo="medium", timbre="bright"),
+    _rule("advertising", mode="major", tempo="medium", articulation="staccato"),
+    _rule("commercial", mode="major", articulation="staccato", percussion="light"),
+    _rule("corporate", tempo="medium", loudness="loud", percussion="light"),
+    # ambient noise
+    _rule("documentary", tempo="medium", percussion=("none", "light"), noise="ambient"),
+    _rule("space", register="high", articulation="legato", noise="ambient"),
+    _rule("dream", mode="major", loudness="soft", noise="ambient"),
+    _rule("soundscape", percussion="none", noise="ambient"),
+    _rule("nature", timbre="pure", noise="ambient"),
+)  # fmt: skip
+
+# Tags with a rule, in the official order.
+PRODUCIBLE_TAGS: Tuple[str, ...] = tuple(
+    tag for tag in MOODTHEME_TAGS if tag in {rule.tag for rule in TAG_RULES}
+)
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """What `generate_corpus` wrote.
+
+    Args:
+        out_dir: the corpus root.
+        audio_dir: `out_dir/audio`, the root the TSV PATH column is relative to.
+        split_paths: split name -> TSV path.
+        metadata_path: `out_dir/synth.json`.
+        split_counts: split name -> number of tracks.
+        tags: the tags in use (each has a positive in every split), official order.
+        dropped_tags: rule tags removed because some split had no positive.
+        dropped_tracks: track ids left out because no tag remained.
+    """
+
+    out_dir: str
+    audio_dir: str
+    split_paths: Dict[str, str]
+    metadata_path: str
+    split_counts: Dict[str, int]
+    tags: Tuple[str, ...]
+    dropped_tags: Tuple[str, ...] = ()
+    dropped_tracks: Tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def n_tracks(self) -> int:
+        """Tracks written, all splits together."""
+        return sum(self.split_counts.values())
+
+
+# --------------------------------------------------------------------------- parameters and tags
+
+
+def _pick(rng: np.random.Generator, probabilities: Sequence[float]) -> int:
+    """Index drawn with the given probabilities (one uniform number, cheaper than rng.choice)."""
+    return int(np.searchsorted(np.cumsum(probabilities), rng.random(), side="right"))
+
+
+def _draw_params(rng: np.random.Generator) -> TrackParams:
+    """One unconditioned draw of the parameters (hidden arousal first)."""
+    arousal = int(rng.integers(3))
+    tempo_index = arousal
+    if rng.random() >= P_TEMPO_MATCHES_AROUSAL:
+        tempo_index = (arousal + 1 + int(rng.integers(2))) % 3
+    tempo = TEMPOS[tempo_index]
+    mode = MODES[_pick(rng, P_MODE)]
+    loudness = "loud" if rng.random() < P_LOUD[arousal] else "soft"
+    noise = "ambient" if rng.random() < P_AMBIENT[arousal] else "clean"
+    return TrackParams(
+        key=KEY_NAMES[int(rng.integers(12))],
+        mode=mode,
+        progression=int(rng.integers(len(PROGRESSIONS[mode]))),
+        tempo=tempo,
+        bpm=round(float(rng.uniform(*BPM_RANGES[tempo])), 2),
+        register=REGISTERS[int(rng.integers(3))],
+        loudness=loudness,
+        level_db=round(float(rng.uniform(*LEVEL_RANGES_DB[loudness])), 2),
+        timbre=TIMBRES[int(rng.integers(3))],
+        articulation="staccato" if rng.random() < P_STACCATO[arousal] else "legato",
+        percussion=PERCUSSIONS[_pick(rng, P_PERCUSSION[arousal])],
+        noise=noise,
+        noise_db=round(float(rng.uniform(*NOISE_RANGES_DB[noise])), 2),
+    )
+
+
+def rule_tags(params: TrackParams) -> List[str]:
+    """The tags the rules give `params` (no label noise), in the official order.
+
+    Args:
+        params: the track parameters.
+    """
+    return list(_rule_tags_of(tuple(getattr(params, name) for name in RULE_FIELDS)))
+
+
+# The categorical fields the rules read; rule results are cached per combination (972 of them).
+RULE_FIELDS = (
+    "mode", "tempo", "register", "loudness", "timbre", "articulation", "percussion", "noise"
+)  # fmt: skip
+
+
+@lru_cache(maxsize=None)
+def _rule_tags_of(values: Tuple[str, ...]) -> Tuple[str, ...]:
+    fields = dict(zip(RULE_FIELDS, values))
+    carried = {
+        rule.tag
+        for rule in TAG_RULES
+        if all(fields[name] in accepted for name, accepted in rule.conditions.items())
+    }
+    return tuple(tag for tag in MOODTHEME_TAGS if tag in carried)
+
+
+def sample_track_params(rng: np.random.Generator) -> TrackParams:
+    """Draw track parameters, redrawing until the rules give MIN_TAGS..MAX_TAGS tags.
+
+    Args:
+        rng: the random generator (consumed).
+    """
+    while True:
+        params = _draw_params(rng)
+        if MIN_TAGS <= len(rule_tags(params)) <= MAX_TAGS:
+            return params
+
+
+def tags_for(
+    params: TrackParams, rng: np.random.Generator, label_noise: float = DEFAULT_LABEL_NOISE
+) -> List[str]:
+    """The tags of a track: its rule tags, each replaced with probability `label_noise`.
+
+    A replaced tag becomes one drawn uniformly from the producible tags the track does not carry.
+
+    Args:
+        params: the track parameters.
+        rng: the random generator (consumed).
+        label_noise: probability that a rule tag is replaced, in [0, 1].
+
+    Returns:
+        The tag names (no prefix), in the official order, without repeats.
+    """
+    if not 0.0 <= label_noise <= 1.0:
+        raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
+    tags = rule_tags(params)
+    flips = rng.random(len(tags)) < label_noise
+    kept = [tag for tag, flip in zip(tags, flips) if not flip]
+    for _ in range(int(flips.sum())):
+        candidates = [tag for tag in PRODUCIBLE_TAGS if tag not in tags and tag not in kept]
+        kept.append(candidates[int(rng.integers(len(candidates)))])
+    return [tag for tag in MOODTHEME_TAGS if tag in kept]
+
+
+def _combination_probabilities() -> Dict[Tuple[str, ...], float]:
+    """P(categorical fields = combination) for one unconditioned draw, keyed in RULE_FIELDS order.
+
+    Mirrors `_draw_params`: a mixture over the hidden arousal of independent fields.
+    """
+    import itertools
+
+    totals: Dict[Tuple[str, ...], float] = {}
+    for arousal in range(3):
+        choices = {
+            "mode": dict(zip(MODES, P_MODE)),
+            "tempo": {
+                t: P_TEMPO_MATCHES_AROUSAL if i == arousal else (1 - P_TEMPO_MATCHES_AROUSAL) / 2
+                for i, t in enumerate(TEMPOS)
+            },
+            "register": dict.fromkeys(REGISTERS, 1 / 3),
+            "loudness": {"soft": 1 - P_LOUD[arousal], "loud": P_LOUD[arousal]},
+            "timbre": dict.fromkeys(TIMBRES, 1 / 3),
+            "articulation": {"legato": 1 - P_STACCATO[arousal], "staccato": P_STACCATO[arousal]},
+            "percussion": dict(zip(PERCUSSIONS, P_PERCUSSION[arousal])),
+            "noise": {"clean": 1 - P_AMBIENT[arousal], "ambient": P_AMBIENT[arousal]},
+        }
+        options = [list(choices[name].items()) for name in RULE_FIELDS]
+        for combination in itertools.product(*options):
+            key = tuple(value for value, _ in combination)
+            weight = float(np.prod([p for _, p in combination])) / 3
+            totals[key] = totals.get(key, 0.0) + weight
+    return totals
+
+
+@lru_cache(maxsize=1)
+def _prevalence() -> Tuple[Tuple[str, float], ...]:
+    totals = dict.fromkeys(PRODUCIBLE_TAGS, 0.0)
+    accepted = 0.0
+    for combination, probability in _combination_probabilities().items():
+        tags = _rule_tags_of(combination)
+        if MIN_TAGS <= len(tags) <= MAX_TAGS:  # sample_track_params redraws the others
+            accepted += probability
+            for tag in tags:
+                totals[tag] += probability
+    return tuple((tag, totals[tag] / accepted) for tag in PRODUCIBLE_TAGS)
+
+
+def tag_prevalence() -> Dict[str, float]:
+    """Exact fraction of tracks carrying each producible tag (rule tags, before label noise).
+
+    Computed by enumerating every combination of the categorical parameters with its
+    probability under `sample_track_params` (redraws included).
+    """
+    return dict(_prevalence())
+
+
+def frequent_tags(
+    n_tracks: int,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    min_expected: float = 1.0,
+) -> List[str]:
+    """Producible tags expected at least `min_expected` times in the smallest split.
+
+    Use it to choose the tags to evaluate before a corpus exists; a written corpus lists its tags
+    in `CorpusInfo.tags` and synth.json (see `corpus_tags`).
+
+    Args:
+        n_tracks: corpus size.
+        fractions: the split fractions.
+        min_expected: the expected positives required in the smallest split.
+    """
+    smallest = n_tracks * min(fractions)
+    return [tag for tag, p in tag_prevalence().items() if p * smallest >= min_expected]
+
+
+# --------------------------------------------------------------------------------------- audio
+
+
+def _midi_to_hz(midi: np.ndarray) -> np.ndarray:
+    return 440.0 * 2.0 ** ((np.asarray(midi, dtype=np.float64) - 69.0) / 12.0)
+
+
+def _degrees_to_midi(degrees: np.ndarray, mode: str, root: int) -> np.ndarray:
+    """Scale degrees (any integer, 7 per octave) -> MIDI notes above `root`."""
+    scale = np.asarray(SCALES[mode])
+    degrees = np.asarray(degrees)
+    return root + scale[degrees % 7] + 12 * (degrees // 7)
+
+
+@lru_cache(maxsize=64)
+def _wavetable(timbre: str, n_partials: int, size: int = 2048) -> np.ndarray:
+    """One band-limited cycle: sine (pure), odd partials 1/k^2 (mellow) or all 1/k (bright)."""
+    k = np.arange(1, max(1, n_partials) + 1)
+    if timbre == "pure":
+        amplitudes = np.where(k == 1, 1.0, np.where(k == 2, 0.08, 0.0))
+    elif timbre == "mellow":
+        amplitudes = np.where(k % 2 == 1, 1.0 / k**2, 0.0) + np.where(k % 2 == 0, 0.02 / k, 0.0)
+    else:
+        amplitudes = 1.0 / k
+    phase = np.arange(size) / size
+    table = np.sin(2 * np.pi * np.outer(phase, k)) @ amplitudes
+    return (table / np.max(np.abs(table))).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Notes:
+    """Monophonic note events: onsets (samples, increasing, first 0), lengths, MIDI, velocity."""
+
+    onsets: np.ndarray
+    lengths: np.ndarray
+    midi: np.ndarray
+    velocity: np.ndarray
+
+
+def _render_voice(
+    notes: _Notes, n: int, sample_rate: int, table: np.ndarray, attack: float, decay: float
+) -> np.ndarray:
+    """Wavetable synthesis of note events with attack / exponential decay / release.
+
+    `notes.midi` may hold one row per voice (a chord): the voices share onsets and envelope.
+    Every note starts at phase 0 (its attack hides the reset), so the phase is the time since the
+    onset times the frequency: no running sum, and float32 stays exact enough.
+    """
+    segments = np.diff(np.append(notes.onsets, n))
+    onset = np.repeat(notes.onsets.astype(np.float32), segments)
+    elapsed = np.arange(n, dtype=np.float32) - onset  # samples since the note's onset
+    tone = np.zeros(n, dtype=np.float32)
+    for midi in np.atleast_2d(notes.midi):
+        table_steps = (_midi_to_hz(midi) * len(table) / sample_rate).astype(np.float32)
+        cycles = elapsed * np.repeat(table_steps, segments)
+        tone += table[cycles.astype(np.int32) & (len(table) - 1)]
+    envelope = np.minimum(elapsed * np.float32(1.0 / (attack * sample_rate)), 1.0)
+    envelope *= np.exp(elapsed * np.float32(-1.0 / (decay * sample_rate)))
+    # A 10 ms release before the note's end, scaled by its velocity.
+    release = np.float32(1.0 / (0.01 * sample_rate))
+    gate = (np.repeat(notes.lengths.astype(np.float32), segments) - elapsed) * release
+    np.clip(gate, 0.0, 1.0, out=gate)
+    gate *= np.repeat(notes.velocity.astype(np.float32), segments)
+    return tone * envelope * gate
+
+
+def _events(onsets: np.ndarray, n: int, hold: float, midi, velocity) -> _Notes:
+    """Notes starting at `onsets` (samples) that last `hold` of the gap to the next one.
+
+    `midi` is (notes,) or (voices, notes); `velocity` is (notes,).
+    """
+    onsets = np.asarray(onsets, dtype=np.int64)
+    keep = onsets < n
+    onsets, midi = onsets[keep], np.asarray(midi)[..., keep]
+    velocity = np.asarray(velocity)[keep]
+    if onsets[0] > 0:  # a silent lead-in note keeps every sample assigned to an event
+        onsets = np.insert(onsets, 0, 0)
+        midi = np.insert(midi, 0, midi[..., 0], axis=-1)
+        velocity = np.insert(velocity, 0, 0.0)
+    gaps = np.diff(np.append(onsets, n))
+    return _Notes(onsets, np.maximum(1, (gaps * hold).astype(np.int64)), midi, velocity)
+
+
+def _grid(params: TrackParams, n: int, sample_rate: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Eighth-note step onsets (samples) and each step's chord root (scale degree)."""
+    step_seconds = 30.0 / params.bpm
+    n_steps = int(np.ceil(n / (step_seconds * sample_rate))) + 1
+    steps = np.arange(n_steps)
+    onsets = np.round(steps * step_seconds * sample_rate).astype(np.int64)
+    progression = np.asarray(PROGRESSIONS[params.mode][params.progression])
+    return onsets, progression[(steps // 8) % len(progression)]
+
+
+def _melody(params, onsets, roots, n, rng, root) -> _Notes:
+    """Chord tones on beats, neighbour tones between; legato holds, staccato plucks."""
+    on_beat = np.arange(len(onsets)) % 2 == 0
+    degree = roots + np.where(
+        on_beat, rng.choice([0, 2, 4, 7], len(onsets)), rng.choice([-1, 1, 3, 5], len(onsets))
+    )
+    if params.articulation == "legato":
+        starts, hold = on_beat | (rng.random(len(onsets)) < 0.3), 1.0
+    else:
+        starts, hold = rng.random(len(onsets)) < 0.85, 0.5
+    starts[0] = True
+    velocity = rng.uniform(0.8, 1.0, len(onsets))
+    midi = _degrees_to_midi(degree, params.mode, root)
+    return _events(onsets[starts], n, hold, midi[starts], velocity[starts])
+
+
+def _chords(params, onsets, roots, n, root) -> _Notes:
+    """A triad (three voices): held for a bar (legato) or struck on every beat (staccato)."""
+    every = 8 if params.articulation == "legato" else 2
+    hold = 1.0 if params.articulation == "legato" else 0.6
+    picks = np.arange(0, len(onsets), every)
+    triad = roots[picks][None, :] + np.array([0, 2, 4])[:, None]
+    midi = _degrees_to_midi(triad, params.mode, root)
+    return _events(onsets[picks], n, hold, midi, np.full(len(picks), 0.3))
+
+
+def _bass(params, onsets, roots, n, root) -> _Notes:
+    """The chord root on beats 1 and 3, or on every beat when fast."""
+    every = 2 if params.tempo == "fast" else 4
+    picks = np.arange(0, len(onsets), every)
+    midi = _degrees_to_midi(roots[picks], params.mode, root)
+    return _events(onsets[picks], n, 0.9, midi, np.full(len(picks), 0.6))
+
+
+def _tonal_part(params: TrackParams, n: int, sample_rate: int, rng) -> np.ndarray:
+    """Melody, chords and bass in the track's key, mode, register, timbre and articulation."""
+    onsets, roots = _grid(params, n, sample_rate)
+    melody_root = MELODY_ROOTS[params.register] + (KEY_NAMES.index(params.key) + 6) % 12 - 6
+    legato = params.articulation == "legato"
+    attack, decay = (0.06, 2.5) if legato else (0.004, 0.18)
+    parts = [(_melody(params, onsets, roots, n, rng, melody_root), 1.0)]
+    parts.append((_chords(params, onsets, roots, n, melody_root - 12), 1.0))
+    bass_gain = 1.5 if params.register == "low" else 1.0
+    parts.append((_bass(params, onsets, roots, n, melody_root - 24), bass_gain))
+    signal = np.zeros(n, dtype=np.float32)
+    for notes, gain in parts:
+        # Partials stop below Nyquist for the voice's highest note, so nothing aliases.
+        top_hz = float(_midi_to_hz(notes.midi.max()))
+        table = _wavetable(params.timbre, min(MAX_PARTIALS, int(0.45 * sample_rate / top_hz)))
+        signal += np.float32(gain) * _render_voice(notes, n, sample_rate, table, attack, decay)
+    return signal
+
+
+def _drum_templates(sample_rate: int, rng) -> Dict[str, np.ndarray]:
+    """Kick (falling sine), snare (noise + tone) and hat (differentiated noise) one-shots."""
+    t = np.arange(int(0.25 * sample_rate)) / sample_rate
+    kick_phase = 2 * np.pi * (45.0 * t + (120.0 - 45.0) * 0.04 * (1 - np.exp(-t / 0.04)))
+    kick = np.sin(kick_phase) * np.exp(-t / 0.08)
+    ts = t[: int(0.2 * sample_rate)]
+    snare = rng.standard_normal(len(ts)) * np.exp(-ts / 0.05) * 0.6
+    snare += np.sin(2 * np.pi * 190.0 * ts) * np.exp(-ts / 0.03) * 0.5
+    th = t[: int(0.06 * sample_rate)]
+    hat = np.diff(rng.standard_normal(len(th) + 1)) * np.exp(-th / 0.012) * 0.35
+    return {"kick": kick, "snare": snare, "hat": hat}
+
+
+# Eighth-note steps (within a bar of 8) where each drum plays, and its velocity.
+DRUM_PATTERNS = {
+    "light": {"kick": ((0,), 0.7), "hat": ((0, 2, 4, 6), 0.5)},
+    "full": {"kick": ((0, 4), 1.0), "snare": ((2, 6), 0.9), "hat": (tuple(range(8)), 0.6)},
+}
+
+
+def _percussion(params: TrackParams, n: int, sample_rate: int, rng) -> np.ndarray:
+    """Drum one-shots placed on the eighth-note grid (zeros when percussion is none)."""
+    out = np.zeros(n, dtype=np.float32)
+    if params.percussion == "none":
+        return out
+    onsets, _ = _grid(params, n, sample_rate)
+    templates = _drum_templates(sample_rate, rng)
+    steps = np.arange(len(onsets)) % 8
+    for drum, (positions, velocity) in DRUM_PATTERNS[params.percussion].items():
+        hits = onsets[np.isin(steps, positions)]
+        gains = velocity * rng.uniform(0.85, 1.0, len(hits))
+        index = hits[:, None] + np.arange(len(templates[drum]))[None, :]
+        inside = index < n
+        hit_audio = (gains[:, None] * templates[drum][None, :]).astype(np.float32)
+        np.add.at(out, index[inside], hit_audio[inside])
+    return out
+
+
+def _background(params: TrackParams, n: int, sample_rate: int, rng) -> np.ndarray:
+    """Unit-RMS noise: white (clean) or pink with slow random swells (ambient)."""
+    # Uniform white noise (cheaper than Gaussian; the pink filter makes it Gaussian-like anyway).
+    white = (rng.random(n, dtype=np.float32) - np.float32(0.5)) * np.float32(np.sqrt(12.0))
+    if params.noise == "clean":
+        return white
+    spectrum = np.fft.rfft(white)
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    spectrum /= np.sqrt(np.maximum(freqs, 20.0))
+    pink = np.fft.irfft(spectrum, n)
+    swell_hz = rng.uniform(0.05, 0.2)
+    t = np.arange(n, dtype=np.float32) / np.float32(sample_rate)
+    pink *= 1.0 + 0.6 * np.sin(2 * np.pi * swell_hz * t + rng.uniform(0, 2 * np.pi))
+    return (pink / np.sqrt(np.mean(pink**2))).astype(np.float32)
+
+
+def _rms(signal: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(signal, dtype=np.float64)))) + 1e-12
+
+
+def synthesize_track(
+    params: TrackParams, seconds: float, sample_rate: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Render one track.
+
+    Args:
+        params: the track parameters.
+        seconds: duration; the output has round(seconds * sample_rate) samples.
+        sample_rate: samples per second (tfmood's front-end uses 12000).
+        rng: the random generator (consumed).
+
+    Returns:
+        float32 mono samples in [-1, 1].
+    """
+    n = int(round(seconds * sample_rate))
+    if n < 1 or sample_rate < 1000:
+        raise ValueError(f"need seconds > 0 and sample_rate >= 1000, got {seconds}, {sample_rate}")
+    music = _tonal_part(params, n, sample_rate, rng)
+    drums = _percussion(params, n, sample_rate, rng)
+    if params.percussion != "none":
+        drum_db = -3.0 if params.percussion == "full" else -9.0
+        music += drums * (_rms(music) / _rms(drums)) * 10 ** (drum_db / 20)
+    if params.loudness == "soft":  # slow swells of +-4 dB over four bars
+        t = np.arange(n, dtype=np.float32) / np.float32(sample_rate)
+        swell_db = 4.0 * np.sin(np.float32(2 * np.pi * params.bpm / 960.0) * t)
+        music *= np.exp(swell_db * np.float32(np.log(10.0) / 20.0))
+    music *= np.float32(10 ** (params.level_db / 20) / _rms(music))
+    noise = _background(params, n, sample_rate, rng)
+    music += noise * np.float32(10 ** ((params.level_db + params.noise_db) / 20))
+    if np.max(np.abs(music)) > 0.5:  # loud peaks saturate softly instead of clipping
+        music = 0.98 * np.tanh(music / np.float32(0.98))
+    return music.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------- splits
+
+
+def stratified_split(
+    tag_sets: Sequence[Sequence[str]],
+    fractions: Sequence[float],
+    rng: np.random.Generator,
+) -> List[int]:
+    """Assign tracks to splits so that every tag reaches every split where possible.
+
+    Tags are taken from the rarest to the most common; each unplaced track with the tag goes to a
+    split without a positive of that tag yet, else to the one furthest below its share of the tag,
+    ties broken by the split furthest below its share of tracks (iterative stratification).
+
+    Args:
+        tag_sets: the tags of each track.
+        fractions: the share of each split (normalised).
+        rng: the random generator (consumed, for the order within a tag).
+
+    Returns:
+        The split index of each track.
+    """
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if fractions.ndim != 1 or np.any(fractions <= 0):
+        raise ValueError(f"split fractions must be positive, got {fractions.tolist()}")
+    fractions = fractions / fractions.sum()
+    n = len(tag_sets)
+    tags = sorted({tag for tags in tag_sets for tag in tags})
+    column = {tag: i for i, tag in enumerate(tags)}
+    labels = np.zeros((n, len(tags)), dtype=bool)
+    for row, track_tags in enumerate(tag_sets):
+        labels[row, [column[tag] for tag in track_tags]] = True
+    wanted_tags = fractions[:, None] * labels.sum(axis=0)[None, :]
+    wanted_tracks = fractions * n
+    have = np.zeros((len(fractions), len(tags)), dtype=np.int64)
+    split = np.full(n, -1)
+    while np.any(split < 0):
+        open_counts = labels[split < 0].sum(axis=0)
+        candidates = np.flatnonzero(open_counts > 0)
+        if len(candidates) == 0:  # tracks without tags: fill by track share
+            for row in np.flatnonzero(split < 0):
+                split[row] = int(np.argmax(wanted_tracks))
+                wanted_tracks[split[row]] -= 1
+            break
+        tag = candidates[np.argmin(open_counts[candidates])]
+        for row in rng.permutation(np.flatnonzero((split < 0) & labels[:, tag])):
+            key = np.lexsort((wanted_tracks, wanted_tags[:, tag], have[:, tag] == 0))
+            chosen = int(key[-1])
+            split[row] = chosen
+            wanted_tags[chosen] -= labels[row]
+            have[chosen] += labels[row]
+            wanted_tracks[chosen] -= 1
+    return split.tolist()
+
+
+def _covered_tags(tag_sets, split, n_splits) -> List[str]:
+    """Tags with at least one positive in every split, official order."""
+    present = [set() for _ in range(n_splits)]
+    for tags, index in zip(tag_sets, split):
+        present[index].update(tags)
+    return [tag for tag in MOODTHEME_TAGS if all(tag in seen for seen in present)]
+
+
+# ---------------------------------------------------------------------------------------- files
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
+
+
+def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
+    """16-bit PCM mono WAV, written to a temporary file beside `path` and renamed."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    handle, temp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".wav")
+    os.close(handle)
+    try:
+        sf.write(temp_path, pcm, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
+
+
+def track_id(number: int) -> str:
+    """MTG-style track id: 1 -> `track_0000001`."""
+    return f"track_{number:07d}"
+
+
+def track_path(number: int) -> str:
+    """MTG-style audio path (folder = last two digits): 1 -> `01/1.wav`, 948 -> `48/948.wav`."""
+    return f"{number % 100:02d}/{number}.wav"
+
+
+def _tsv_text(rows: Sequence[dict], seconds: float) -> str:
+    lines = ["\t".join(TSV_HEADER)]
+    for row in rows:
+        number = row["number"]
+        cells = [track_id(number), f"artist_{number:06d}", f"album_{number:06d}"]
+        cells += [track_path(number), f"{float(seconds):.1f}"]
+        cells += [PREFIX + tag for tag in row["tags"]]
+        lines.append("\t".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def split_tsv_path(out_dir: str, split: str) -> str:
+    """`out_dir/autotagging_moodtheme-<split>.tsv`."""
+    return os.path.join(out_dir, f"autotagging_moodtheme-{split}.tsv")
+
+
+def corpus_tags(out_dir: str) -> List[str]:
+    """The tags in use in a written corpus (each has a positive in every split), from synth.json.
+
+    Args:
+        out_dir: the corpus root.
+    """
+    path = os.path.join(out_dir, "synth.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no synthetic corpus description")
+    with open(path, "r", encoding="utf-8") as handle:
+        return list(json.load(handle)["tags"])
+
+
+def _track_rng(seed: int, number: int, stream: int) -> np.random.Generator:
+    """Independent streams per track (0 parameters, 1 labels, 2 audio): track k does not
+    depend on the corpus size."""
+    return np.random.default_rng([seed, number, stream])
+
+
+def _plan_tracks(n_tracks, seed, label_noise, fractions) -> Tuple[List[dict], List[str], list]:
+    """Parameters, tags and split of every track; uncovered tags and tagless tracks removed."""
+    rows = []
+    for number in range(1, n_tracks + 1):
+        params = sample_track_params(_track_rng(seed, number, 0))
+        tags = tags_for(params, _track_rng(seed, number, 1), label_noise)
+        rows.append({"number": number, "params": params, "rule_tags": rule_tags(params),
+                     "tags": tags})  # fmt: skip
+    split = stratified_split([r["tags"] for r in rows], fractions, np.random.default_rng([seed]))
+    used = _covered_tags([r["tags"] for r in rows], split, len(fractions))
+    dropped_tags = sorted({t for r in rows for t in r["tags"]} - set(used), key=TAG_INDEX.get)
+    kept, dropped_tracks = [], []
+    for row, index in zip(rows, split):
+        row["tags"] = [tag for tag in row["tags"] if tag in used]
+        row["split"] = SPLITS[index]
+        (kept if row["tags"] else dropped_tracks).append(row)
+    return kept, used, (dropped_tags, [track_id(r["number"]) for r in dropped_tracks])
+
+
+def _metadata(rows, used, dropped, seconds, sample_rate, seed, label_noise, fractions) -> dict:
+    return {
+        "generator": "tfmood.synth",
+        "seed": seed,
+        "seconds": seconds,
+        "sample_rate": sample_rate,
+        "label_noise": label_noise,
+        "split_fractions": dict(zip(SPLITS, fractions)),
+        "tags": used,
+        "dropped_tags": dropped[0],
+        "dropped_tracks": dropped[1],
+        "tracks": [
+            {
+                "track_id": track_id(row["number"]),
+                "path": track_path(row["number"]),
+                "split": row["split"],
+                "params": row["params"].to_dict(),
+                "rule_tags": row["rule_tags"],
+                "tags": row["tags"],
+            }
+            for row in rows
+        ],
+    }
+
+
+def generate_corpus(
+    out_dir: str,
+    n_tracks: int,
+    seconds: float,
+    seed: int,
+    sample_rate: int = SAMPLE_RATE,
+    progress: bool = True,
+    label_noise: float = DEFAULT_LABEL_NOISE,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    workers: int = 1,
+) -> CorpusInfo:
+    """Write a synthetic mood corpus in the MTG-Jamendo layout.
+
+    Writes `out_dir/audio/NN/N.wav` (16-bit PCM mono), the three split TSVs and `synth.json`,
+    every file atomically. The same arguments give the same bytes.
+
+    Args:
+        out_dir: the corpus root (created if missing).
+        n_tracks: tracks to draw (a few may be left out in tiny corpora, see CorpusInfo).
+        seconds: duration of every track.
+        seed: the random seed.
+        sample_rate: samples per second of the WAV files.
+        progress: show a progress bar.
+        label_noise: probability that a rule tag is replaced by a random one.
+        fractions: train, validation and test shares.
+        workers: processes rendering audio (the output does not depend on it).
+
+    Returns:
+        A CorpusInfo with the paths, counts and tags in use.
+    """
+    if n_tracks < len(SPLITS):
+        raise ValueError(f"n_tracks must be at least {len(SPLITS)}, got {n_tracks}")
+    if not seconds > 0:
+        raise ValueError(f"seconds must be positive, got {seconds}")
+    if len(fractions) != len(SPLITS):
+        raise ValueError(f"fractions needs one share per split {SPLITS}, got {list(fractions)}")
+    fractions = [float(f) for f in fractions]
+    rows, used, dropped = _plan_tracks(n_tracks, seed, label_noise, fractions)
+    audio_dir = os.path.join(out_dir, "audio")
+    os.makedirs(audio_dir, exist_ok=True)
+    _write_audio(rows, audio_dir, seconds, sample_rate, seed, progress, workers)
+    split_paths, split_counts = {}, {}
+    for split in SPLITS:
+        members = [row for row in rows if row["split"] == split]
+        split_paths[split] = split_tsv_path(out_dir, split)
+        split_counts[split] = len(members)
+        _atomic_write(split_paths[split], _tsv_text(members, seconds).encode("utf-8"))
+    metadata_path = os.path.join(out_dir, "synth.json")
+    metadata = _metadata(rows, used, dropped, seconds, sample_rate, seed, label_noise, fractions)
+    _atomic_write(metadata_path, (json.dumps(metadata, indent=1) + "\n").encode("utf-8"))
+    return CorpusInfo(
+        out_dir=out_dir,
+        audio_dir=audio_dir,
+        split_paths=split_paths,
+        metadata_path=metadata_path,
+        split_counts=split_counts,
+        tags=tuple(used),
+        dropped_tags=tuple(dropped[0]),
+        dropped_tracks=tuple(dropped[1]),
+    )
+
+
+def _render_and_write(job: Tuple[TrackParams, int, float, int, int, str]) -> str:
+    """Render one track and write its WAV (a top-level function, so worker processes can run it)."""
+    params, number, seconds, sample_rate, seed, path = job
+    audio = synthesize_track(params, seconds, sample_rate, _track_rng(seed, number, 2))
+    _write_wav(path, audio, sample_rate)
+    return path
+
+
+def _write_audio(rows, audio_dir, seconds, sample_rate, seed, progress, workers) -> None:
+    """Render every track, in `workers` processes when more than one (the bytes do not change)."""
+    from tqdm import tqdm
+
+    jobs = [
+        (row["params"], row["number"], seconds, sample_rate, seed,
+         os.path.join(audio_dir, track_path(row["number"])))
+        for row in rows
+    ]  # fmt: skip
+    bar = tqdm(total=len(jobs), desc="synth", unit="track", disable=not progress)
+    if workers <= 1:
+        for job in jobs:
+            _render_and_write(job)
+            bar.update()
+    else:
+        # spawn, not fork: the caller may have started TensorFlow's threads.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            for _ in pool.map(_render_and_write, jobs, chunksize=8):
+                bar.update()
+    bar.close()
