@@ -329,11 +329,13 @@ def _run_checks(
 
 
 def _outcome(function: Callable, *args):
-    """(value, None) or (None, reason) for a check that raises ValueError/FileNotFoundError."""
+    """(value, None) or (None, reason) for a check that raises on a bad file."""
     try:
         return function(*args), None
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         return None, str(error)
+    except tf.errors.OpError as error:  # e.g. permission denied on a gs:// object
+        return None, error.message.strip().splitlines()[0]
 
 
 @dataclass
@@ -400,7 +402,12 @@ def write_skipped(bad: Sequence[BadFile], path: str) -> str:
         bad: the files left out.
         path: the TSV to write.
     """
-    lines = ["path\ttrack_id\treason"] + [f"{b.path}\t{b.track_id}\t{b.reason}" for b in bad]
+
+    def cell(text: str) -> str:
+        return " ".join(text.split())  # one line, no tabs
+
+    lines = ["path\ttrack_id\treason"]
+    lines += [f"{b.path}\t{b.track_id}\t{cell(b.reason)}" for b in bad]
     _atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
     return path
 

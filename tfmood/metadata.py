@@ -57,7 +57,10 @@ def _open_text(path: str):
     if "://" in path:
         import tensorflow as tf
 
-        return io.StringIO(tf.io.gfile.GFile(path, "r").read())
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{path}: no such split file")
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            return io.StringIO(handle.read().decode("utf-8"), newline="")
     return open(path, "r", encoding="utf-8", newline="")
 
 

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import math
 
 import keras
@@ -83,8 +85,8 @@ class LogMel(keras.layers.Layer):
 
     def call(self, inputs):
         waveform = ops.cast(inputs, "float32")
-        # Centre frame 0 on sample 0; pad the end so the last frame starts inside the signal
-        # or right after it (ceil(n / hop) + 1 frames, the essentia count).
+        # Centre frame 0 on sample 0 and pad the end so the frames run up to the first one
+        # centred at or past the end of the signal: ceil(n / hop) + 1 frames, as essentia cuts.
         left = self.n_fft // 2
         right = self.n_fft - left + self.hop_length - 1
         padded = ops.pad(waveform, [[0, 0], [left, right]])
