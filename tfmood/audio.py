@@ -13,12 +13,17 @@ from __future__ import annotations
 import math
 import os
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
 
 SAMPLE_RATE = 12000
 SUPPORTED_FORMATS = "WAV, MP3, FLAC or OGG Vorbis"
+
+# tensorflow-io's decoders are not thread-safe: concurrent decodes can return each other's
+# samples. Every decode holds this lock (the mel computation after it runs in parallel).
+_DECODE_LOCK = threading.Lock()
 
 # Integer PCM is scaled to [-1, 1) by its full-scale value, as audio decoders do.
 _PCM_FULL_SCALE = {"int16": 32768.0, "int32": 2147483648.0}
@@ -90,9 +95,10 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     import tensorflow_io as tfio
 
     try:
-        audio = tfio.audio.AudioIOTensor(name)
-        samples = audio.to_tensor().numpy()
-        sample_rate = int(audio.rate.numpy())
+        with _DECODE_LOCK:
+            audio = tfio.audio.AudioIOTensor(name)
+            samples = audio.to_tensor().numpy()
+            sample_rate = int(audio.rate.numpy())
     except tf.errors.OpError as error:
         raise ValueError(f"{name}: {_describe_decode_error(error)}") from None
     if samples.ndim != 2 or samples.shape[0] == 0 or samples.shape[1] == 0:

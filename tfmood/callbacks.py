@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from typing import Optional
 
 import keras
@@ -18,8 +17,8 @@ def atomic_save(model: keras.Model, path: str) -> None:
     """Save a `.keras` model so that `path` is either the old file or the complete new one."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(suffix=".keras", dir=directory)
-    os.close(handle)
+    # A per-process name (not mkstemp, whose 0600 mode the saved model would keep).
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.keras")
     try:
         model.save(tmp)
         os.replace(tmp, path)
@@ -37,6 +36,59 @@ def read_history(csv_path: str) -> list:
             {k: float(v) for k, v in row.items() if v not in ("", None)}
             for row in csv.DictReader(handle)
         ]
+
+
+def best_row(rows: list, monitor: str = "val_roc_auc") -> Optional[dict]:
+    """The first row with the highest `monitor` (None when no row has it).
+
+    Args:
+        rows: epoch rows as `read_history` returns them.
+        monitor: the metric to maximise.
+    """
+    best = None
+    for row in rows:
+        if monitor in row and (best is None or row[monitor] > best[monitor]):
+            best = row
+    return best
+
+
+def backup_epoch(backup_dir: str) -> int:
+    """Epochs completed according to a `BackupAndRestore` directory (0 when it has none).
+
+    Args:
+        backup_dir: the backup directory of a run.
+    """
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as handle:
+        return int(json.load(handle)["epoch"])
+
+
+def keep_committed_history(csv_path: str, epochs: int) -> None:
+    """Drop the rows of epochs >= `epochs` from a CSVLogger file, atomically.
+
+    A kill between the CSV row of an epoch and its backup leaves a row for an epoch that the
+    resumed run trains again; removing it keeps one row per epoch. With `epochs` 0 the file goes.
+
+    Args:
+        csv_path: the CSVLogger file.
+        epochs: the epochs the backup holds.
+    """
+    if not os.path.exists(csv_path):
+        return
+    if epochs == 0:
+        os.remove(csv_path)
+        return
+    with open(csv_path, newline="") as handle:
+        lines = handle.readlines()
+    kept = lines[:1] + [line for line in lines[1:] if int(float(line.split(",")[0])) < epochs]
+    if len(kept) == len(lines):
+        return
+    tmp = csv_path + ".tmp"
+    with open(tmp, "w", newline="") as handle:
+        handle.writelines(kept)
+    os.replace(tmp, csv_path)
 
 
 class ValidationAUC(keras.callbacks.Callback):
@@ -75,36 +127,60 @@ class BestCheckpointEarlyStopping(keras.callbacks.Callback):
     """Keep the best model by a validation metric (atomically) and stop after `patience` epochs.
 
     Its state (best value, best epoch) is recovered from the run's CSV log, so a resumed run
-    keeps counting patience from where the interrupted one stopped.
+    keeps counting patience from where the interrupted one stopped. Place it after the
+    `BackupAndRestore` callback: it then saves an epoch's model only once the epoch is backed
+    up, and when the last backed-up epoch is the best one, it saves the restored model again at
+    the start (a kill between the backup and the save would otherwise lose that model).
 
     Args:
         path: where the best `.keras` model is written.
         history_csv: the CSVLogger file of the run.
         monitor: the metric to maximise.
         patience: epochs without improvement before training stops (0: never stop early).
+        committed_epochs: only the first `committed_epochs` epochs of the log count (the ones
+            the backup holds); None: every row.
+
+    Attributes:
+        history: the epoch rows so far (the log's, then this run's epoch logs).
+        best, best_epoch: the best value and its 0-based epoch (-inf, -1 before any).
     """
 
     def __init__(
-        self, path: str, history_csv: str, monitor: str = "val_roc_auc", patience: int = 35
+        self,
+        path: str,
+        history_csv: str,
+        monitor: str = "val_roc_auc",
+        patience: int = 35,
+        committed_epochs: Optional[int] = None,
     ):
         super().__init__()
         self.path = path
         self.history_csv = history_csv
         self.monitor = monitor
         self.patience = patience
+        self.committed_epochs = committed_epochs
+        self.history = []
         self.best = -np.inf
         self.best_epoch = -1
         self.stopped_epoch = None
 
     def on_train_begin(self, logs=None):
-        for row in read_history(self.history_csv):
-            if self.monitor in row and row[self.monitor] > self.best:
-                self.best, self.best_epoch = row[self.monitor], int(row["epoch"])
+        self.history = [
+            row
+            for row in read_history(self.history_csv)
+            if self.committed_epochs is None or int(row["epoch"]) < self.committed_epochs
+        ]
+        best = best_row(self.history, self.monitor)
+        if best is not None:
+            self.best, self.best_epoch = best[self.monitor], int(best["epoch"])
+        if self.history and self.best_epoch == int(self.history[-1]["epoch"]):
+            atomic_save(self.model, self.path)  # the restored weights are the best epoch's
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None:
             raise ValueError(f"metric {self.monitor!r} is not in the epoch logs: {sorted(logs)}")
+        self.history.append({"epoch": float(epoch), **logs})
         if value > self.best or not os.path.exists(self.path):
             self.best, self.best_epoch = value, epoch
             atomic_save(self.model, self.path)
@@ -119,7 +195,29 @@ class BestCheckpointEarlyStopping(keras.callbacks.Callback):
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` whose backup files are replaced atomically, so a kill mid-write
-    leaves the previous backup usable."""
+    leaves the previous backup usable.
+
+    Args:
+        backup_dir: where the backup is written.
+        restore_dir: where it is restored from (default: `backup_dir`). A non-chief worker of a
+            multi-worker run restores the chief's backup and writes its own to a temporary dir.
+        **kwargs: passed to `keras.callbacks.BackupAndRestore`.
+    """
+
+    def __init__(self, backup_dir: str, restore_dir: Optional[str] = None, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.restore_dir = restore_dir or backup_dir
+
+    def on_train_begin(self, logs=None):
+        written = self._weights_path, self._training_metadata_path
+        self._weights_path = os.path.join(self.restore_dir, os.path.basename(written[0]))
+        self._training_metadata_path = os.path.join(
+            self.restore_dir, os.path.basename(written[1])
+        )
+        try:
+            super().on_train_begin(logs)
+        finally:
+            self._weights_path, self._training_metadata_path = written
 
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)

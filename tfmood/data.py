@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,9 +47,6 @@ NPY_DTYPES = ("<f4", ">f4", "<f8", ">f8", "<f2", ">f2")
 INDEX_NAME = "index.json"
 SKIPPED_NAME = "skipped.tsv"
 SHARD_FORMAT = "tfmood-mel-shards-v1"
-# Concurrent decodes through tensorflow-io can return another file's samples (seen with
-# tensorflow-io 0.37.1), so audio files are decoded one at a time.
-_AUDIO_DECODE_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,8 +278,7 @@ def checked_waveform(path: str) -> np.ndarray:
     if not path.lower().endswith(AUDIO_EXTENSIONS):
         raise ValueError(f"not one of the audio formats {', '.join(AUDIO_EXTENSIONS)}")
     try:
-        with _AUDIO_DECODE_LOCK:
-            waveform = load_audio(path)
+        waveform = load_audio(path)  # tfmood.audio serialises the decoder itself
     except FileNotFoundError:
         raise FileNotFoundError("missing file") from None
     except (ValueError, RuntimeError, OSError, tf.errors.OpError) as error:
@@ -645,8 +640,8 @@ def audio_examples(tracks: Sequence[Track], root: str, config: DataConfig) -> tf
         return mel, label, track_id
 
     table = tf.data.Dataset.from_tensor_slices((paths, labels, ids))
-    # Decoding stays sequential (see _AUDIO_DECODE_LOCK); the log-mel runs in parallel.
-    waveforms = table.map(decode)
+    # tfmood.audio decodes one file at a time; resampling and the log-mel run in parallel.
+    waveforms = table.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     return waveforms.map(to_mel, num_parallel_calls=tf.data.AUTOTUNE)
 
 

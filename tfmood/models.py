@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import keras
 
-from tfmood.layers import AReLU, LocalSelfAttention
+from tfmood.layers import AReLU, AttentionAugmentedConv2D, LocalSelfAttention
 from tfmood.tags import N_TAGS
 
 BLOCK_FILTERS = (64, 128, 128, 128, 64)
@@ -100,6 +100,7 @@ def _attention(filters: int, config: VGGishConfig, name: str) -> keras.layers.La
 BLOCK_LAYERS: Dict[str, Callable[[int, VGGishConfig, str], keras.layers.Layer]] = {
     "conv": _conv,
     "attention": _attention,
+    "augmented": AttentionAugmentedConv2D.for_block,
 }
 
 ACTIVATIONS: Dict[str, Callable[[str], keras.layers.Layer]] = {

@@ -99,7 +99,7 @@ import json
 import multiprocessing
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from concurrent.futures import ProcessPoolExecutor
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -115,6 +115,8 @@ DEFAULT_LABEL_NOISE = 0.05
 SAMPLE_RATE = 12000
 TSV_HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
 MIN_TAGS, MAX_TAGS = 2, 5
+# A split needs a positive and a negative of every tag in use.
+MIN_SPLIT_SIZE = 3
 
 KEY_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MODES = ("major", "minor", "dorian")
@@ -298,8 +300,8 @@ class CorpusInfo:
         metadata_path: `out_dir/synth.json`.
         split_counts: split name -> number of tracks.
         tags: the tags in use (each has a positive in every split), official order.
-        dropped_tags: rule tags removed because some split had no positive.
-        dropped_tracks: track ids left out because no tag remained.
+        removed_tags: tags removed from every track because some split had no positive.
+        redrawn_tracks: tracks redrawn because none of their tags was in use.
     """
 
     out_dir: str
@@ -308,8 +310,8 @@ class CorpusInfo:
     metadata_path: str
     split_counts: Dict[str, int]
     tags: Tuple[str, ...]
-    dropped_tags: Tuple[str, ...] = ()
-    dropped_tracks: Tuple[str, ...] = field(default_factory=tuple)
+    removed_tags: Tuple[str, ...] = ()
+    redrawn_tracks: int = 0
 
     @property
     def n_tracks(self) -> int:
@@ -728,6 +730,24 @@ def synthesize_track(
 # --------------------------------------------------------------------------------------- splits
 
 
+def split_sizes(n_tracks: int, fractions: Sequence[float]) -> List[int]:
+    """Tracks per split: the shares of `n_tracks`, rounded by largest remainder (sum = n_tracks).
+
+    Args:
+        n_tracks: the corpus size.
+        fractions: the share of each split (positive; normalised).
+    """
+    shares = np.asarray(fractions, dtype=np.float64)
+    if shares.ndim != 1 or len(shares) == 0 or np.any(shares <= 0):
+        raise ValueError(f"split fractions must be positive, got {list(fractions)}")
+    exact = shares / shares.sum() * n_tracks
+    sizes = np.floor(exact).astype(np.int64)
+    # Stable order, so equal remainders go to the earlier split.
+    for index in np.argsort(-(exact - sizes), kind="stable")[: n_tracks - int(sizes.sum())]:
+        sizes[index] += 1
+    return sizes.tolist()
+
+
 def stratified_split(
     tag_sets: Sequence[Sequence[str]],
     fractions: Sequence[float],
@@ -735,9 +755,10 @@ def stratified_split(
 ) -> List[int]:
     """Assign tracks to splits so that every tag reaches every split where possible.
 
-    Tags are taken from the rarest to the most common; each unplaced track with the tag goes to a
-    split without a positive of that tag yet, else to the one furthest below its share of the tag,
-    ties broken by the split furthest below its share of tracks (iterative stratification).
+    Split sizes are fixed first (`split_sizes`). Tags are then taken from the rarest to the most
+    common; each unplaced track with the tag goes to a split that is not full, preferring one
+    without a positive of that tag yet, then the one furthest below its share of the tag, then the
+    one with the most room (iterative stratification, Sechidis et al. 2011).
 
     Args:
         tag_sets: the tags of each track.
@@ -747,45 +768,33 @@ def stratified_split(
     Returns:
         The split index of each track.
     """
-    fractions = np.asarray(fractions, dtype=np.float64)
-    if fractions.ndim != 1 or np.any(fractions <= 0):
-        raise ValueError(f"split fractions must be positive, got {fractions.tolist()}")
-    fractions = fractions / fractions.sum()
     n = len(tag_sets)
+    room = np.asarray(split_sizes(n, fractions), dtype=np.int64)
+    shares = room / max(n, 1)
     tags = sorted({tag for tags in tag_sets for tag in tags})
     column = {tag: i for i, tag in enumerate(tags)}
     labels = np.zeros((n, len(tags)), dtype=bool)
     for row, track_tags in enumerate(tag_sets):
         labels[row, [column[tag] for tag in track_tags]] = True
-    wanted_tags = fractions[:, None] * labels.sum(axis=0)[None, :]
-    wanted_tracks = fractions * n
-    have = np.zeros((len(fractions), len(tags)), dtype=np.int64)
+    wanted_tags = shares[:, None] * labels.sum(axis=0)[None, :]
+    have = np.zeros((len(room), len(tags)), dtype=np.int64)
     split = np.full(n, -1)
     while np.any(split < 0):
         open_counts = labels[split < 0].sum(axis=0)
         candidates = np.flatnonzero(open_counts > 0)
-        if len(candidates) == 0:  # tracks without tags: fill by track share
-            for row in np.flatnonzero(split < 0):
-                split[row] = int(np.argmax(wanted_tracks))
-                wanted_tracks[split[row]] -= 1
+        if len(candidates) == 0:  # tracks without tags fill the remaining room
+            rows = np.flatnonzero(split < 0)
+            split[rows] = np.repeat(np.arange(len(room)), room)[: len(rows)]
             break
         tag = candidates[np.argmin(open_counts[candidates])]
         for row in rng.permutation(np.flatnonzero((split < 0) & labels[:, tag])):
-            key = np.lexsort((wanted_tracks, wanted_tags[:, tag], have[:, tag] == 0))
+            key = np.lexsort((room, wanted_tags[:, tag], have[:, tag] == 0, room > 0))
             chosen = int(key[-1])
             split[row] = chosen
             wanted_tags[chosen] -= labels[row]
             have[chosen] += labels[row]
-            wanted_tracks[chosen] -= 1
+            room[chosen] -= 1
     return split.tolist()
-
-
-def _covered_tags(tag_sets, split, n_splits) -> List[str]:
-    """Tags with at least one positive in every split, official order."""
-    present = [set() for _ in range(n_splits)]
-    for tags, index in zip(tag_sets, split):
-        present[index].update(tags)
-    return [tag for tag in MOODTHEME_TAGS if all(tag in seen for seen in present)]
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -829,13 +838,13 @@ def track_path(number: int) -> str:
     return f"{number % 100:02d}/{number}.wav"
 
 
-def _tsv_text(rows: Sequence[dict], seconds: float) -> str:
+def _tsv_text(tracks: Sequence["_Planned"], seconds: float) -> str:
     lines = ["\t".join(TSV_HEADER)]
-    for row in rows:
-        number = row["number"]
+    for track in tracks:
+        number = track.number
         cells = [track_id(number), f"artist_{number:06d}", f"album_{number:06d}"]
         cells += [track_path(number), f"{float(seconds):.1f}"]
-        cells += [PREFIX + tag for tag in row["tags"]]
+        cells += [PREFIX + tag for tag in track.tags]
         lines.append("\t".join(cells))
     return "\n".join(lines) + "\n"
 
@@ -858,32 +867,113 @@ def corpus_tags(out_dir: str) -> List[str]:
         return list(json.load(handle)["tags"])
 
 
-def _track_rng(seed: int, number: int, stream: int) -> np.random.Generator:
-    """Independent streams per track (0 parameters, 1 labels, 2 audio): track k does not
-    depend on the corpus size."""
-    return np.random.default_rng([seed, number, stream])
+def _track_rng(seed: int, number: int, stream: int, attempt: int = 0) -> np.random.Generator:
+    """Independent streams per track (0 parameters, 1 labels, 2 audio; `attempt` numbers the
+    redraws): track k does not depend on the corpus size, unless it has to be redrawn."""
+    key = [seed, number, stream] + ([attempt] if attempt else [])
+    return np.random.default_rng(key)
 
 
-def _plan_tracks(n_tracks, seed, label_noise, fractions) -> Tuple[List[dict], List[str], list]:
-    """Parameters, tags and split of every track; uncovered tags and tagless tracks removed."""
-    rows = []
-    for number in range(1, n_tracks + 1):
-        params = sample_track_params(_track_rng(seed, number, 0))
-        tags = tags_for(params, _track_rng(seed, number, 1), label_noise)
-        rows.append({"number": number, "params": params, "rule_tags": rule_tags(params),
-                     "tags": tags})  # fmt: skip
-    split = stratified_split([r["tags"] for r in rows], fractions, np.random.default_rng([seed]))
-    used = _covered_tags([r["tags"] for r in rows], split, len(fractions))
-    dropped_tags = sorted({t for r in rows for t in r["tags"]} - set(used), key=TAG_INDEX.get)
-    kept, dropped_tracks = [], []
-    for row, index in zip(rows, split):
-        row["tags"] = [tag for tag in row["tags"] if tag in used]
-        row["split"] = SPLITS[index]
-        (kept if row["tags"] else dropped_tracks).append(row)
-    return kept, used, (dropped_tags, [track_id(r["number"]) for r in dropped_tracks])
+@dataclass
+class _Planned:
+    """One track of the corpus before its audio is rendered."""
+
+    number: int
+    params: TrackParams
+    rule_tags: List[str]
+    tags: List[str]
+    split: str = ""
+    redraws: int = 0
 
 
-def _metadata(rows, used, dropped, seconds, sample_rate, seed, label_noise, fractions) -> dict:
+def _draw_track(seed: int, number: int, label_noise: float, attempt: int = 0) -> _Planned:
+    params = sample_track_params(_track_rng(seed, number, 0, attempt))
+    tags = tags_for(params, _track_rng(seed, number, 1, attempt), label_noise)
+    return _Planned(number, params, rule_tags(params), tags, redraws=attempt)
+
+
+MAX_REDRAWS = 1000
+
+
+def _redraw(track: _Planned, accept, seed: int, label_noise: float) -> None:
+    """Redraw a track (same number and split) until `accept(drawn)` holds."""
+    for attempt in range(track.redraws + 1, track.redraws + MAX_REDRAWS + 1):
+        drawn = _draw_track(seed, track.number, label_noise, attempt)
+        if accept(drawn):
+            drawn.split = track.split
+            track.__dict__.update(drawn.__dict__)
+            return
+    raise ValueError(f"no redraw of {track_id(track.number)} fits its split")
+
+
+def _members(tracks: Sequence[_Planned]) -> Dict[str, List[_Planned]]:
+    return {split: [track for track in tracks if track.split == split] for split in SPLITS}
+
+
+def _tags_in_use(tracks: Sequence[_Planned]) -> List[str]:
+    """Tags with a positive and a negative in every split (so ROC-AUC is defined), official order."""
+    tag_sets = [[set(track.tags) for track in members] for members in _members(tracks).values()]
+
+    def usable(tag: str) -> bool:
+        return all(
+            any(tag in tags for tags in split) and any(tag not in tags for tags in split)
+            for split in tag_sets
+        )
+
+    return [tag for tag in MOODTHEME_TAGS if usable(tag)]
+
+
+def _secure_anchor(tracks: Sequence[_Planned], seed: int, label_noise: float) -> None:
+    """Give the most common tag a positive and a negative in every split, redrawing one track
+    where needed; a no-op in all but tiny corpora, it guarantees at least one tag in use."""
+    counts = {tag: sum(tag in track.tags for track in tracks) for tag in MOODTHEME_TAGS}
+    anchor = max(MOODTHEME_TAGS, key=lambda tag: counts[tag])
+    for members in _members(tracks).values():
+        if not any(anchor in track.tags for track in members):
+            _redraw(members[0], lambda drawn: anchor in drawn.tags, seed, label_noise)
+        elif all(anchor in track.tags for track in members):
+            _redraw(members[-1], lambda drawn: anchor not in drawn.tags, seed, label_noise)
+
+
+def _fits(drawn: _Planned, others: Sequence[_Planned], used: Sequence[str]) -> bool:
+    """A redraw fits if it carries a tag in use and leaves each of them a negative in the split."""
+    carried = set(drawn.tags) & set(used)
+    return bool(carried) and all(any(tag not in other.tags for other in others) for tag in carried)
+
+
+def _plan_tracks(
+    n_tracks: int, seed: int, label_noise: float, fractions: Sequence[float]
+) -> Tuple[List[_Planned], List[str], List[str]]:
+    """Parameters, tags and split of every track, so that every tag in use is in every split.
+
+    Tags lacking a positive or a negative in some split are removed from every track; a track left
+    with no tag is redrawn (in its split) until it carries a tag in use. Both happen in small
+    corpora only.
+
+    Returns:
+        (tracks, tags in use, removed tags), tags in the official order.
+    """
+    tracks = [_draw_track(seed, number, label_noise) for number in range(1, n_tracks + 1)]
+    tag_sets = [track.tags for track in tracks]
+    for track, index in zip(tracks, stratified_split(tag_sets, fractions, _split_rng(seed))):
+        track.split = SPLITS[index]
+    _secure_anchor(tracks, seed, label_noise)
+    used = _tags_in_use(tracks)
+    removed = sorted({tag for t in tracks for tag in t.tags} - set(used), key=TAG_INDEX.get)
+    members = _members(tracks)
+    for track in tracks:
+        if not set(track.tags) & set(used):
+            others = [other for other in members[track.split] if other is not track]
+            _redraw(track, lambda drawn: _fits(drawn, others, used), seed, label_noise)
+        track.tags = [tag for tag in track.tags if tag in used]
+    return tracks, used, removed
+
+
+def _split_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed])
+
+
+def _metadata(tracks, used, removed, seconds, sample_rate, seed, label_noise, fractions) -> dict:
     return {
         "generator": "tfmood.synth",
         "seed": seed,
@@ -892,18 +982,18 @@ def _metadata(rows, used, dropped, seconds, sample_rate, seed, label_noise, frac
         "label_noise": label_noise,
         "split_fractions": dict(zip(SPLITS, fractions)),
         "tags": used,
-        "dropped_tags": dropped[0],
-        "dropped_tracks": dropped[1],
+        "removed_tags": removed,
         "tracks": [
             {
-                "track_id": track_id(row["number"]),
-                "path": track_path(row["number"]),
-                "split": row["split"],
-                "params": row["params"].to_dict(),
-                "rule_tags": row["rule_tags"],
-                "tags": row["tags"],
+                "track_id": track_id(track.number),
+                "path": track_path(track.number),
+                "split": track.split,
+                "params": track.params.to_dict(),
+                "rule_tags": track.rule_tags,
+                "tags": track.tags,
+                "redraws": track.redraws,
             }
-            for row in rows
+            for track in tracks
         ],
     }
 
@@ -926,7 +1016,7 @@ def generate_corpus(
 
     Args:
         out_dir: the corpus root (created if missing).
-        n_tracks: tracks to draw (a few may be left out in tiny corpora, see CorpusInfo).
+        n_tracks: tracks to write.
         seconds: duration of every track.
         seed: the random seed.
         sample_rate: samples per second of the WAV files.
@@ -938,25 +1028,28 @@ def generate_corpus(
     Returns:
         A CorpusInfo with the paths, counts and tags in use.
     """
-    if n_tracks < len(SPLITS):
-        raise ValueError(f"n_tracks must be at least {len(SPLITS)}, got {n_tracks}")
     if not seconds > 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
     if len(fractions) != len(SPLITS):
         raise ValueError(f"fractions needs one share per split {SPLITS}, got {list(fractions)}")
+    if min(split_sizes(n_tracks, fractions)) < MIN_SPLIT_SIZE:
+        raise ValueError(
+            f"{n_tracks} tracks give splits of {split_sizes(n_tracks, fractions)} tracks; "
+            f"every split needs at least {MIN_SPLIT_SIZE} (ask for more tracks)"
+        )
     fractions = [float(f) for f in fractions]
-    rows, used, dropped = _plan_tracks(n_tracks, seed, label_noise, fractions)
+    tracks, used, removed = _plan_tracks(n_tracks, seed, label_noise, fractions)
     audio_dir = os.path.join(out_dir, "audio")
     os.makedirs(audio_dir, exist_ok=True)
-    _write_audio(rows, audio_dir, seconds, sample_rate, seed, progress, workers)
+    _write_audio(tracks, audio_dir, seconds, sample_rate, seed, progress, workers)
     split_paths, split_counts = {}, {}
     for split in SPLITS:
-        members = [row for row in rows if row["split"] == split]
+        members = [track for track in tracks if track.split == split]
         split_paths[split] = split_tsv_path(out_dir, split)
         split_counts[split] = len(members)
         _atomic_write(split_paths[split], _tsv_text(members, seconds).encode("utf-8"))
     metadata_path = os.path.join(out_dir, "synth.json")
-    metadata = _metadata(rows, used, dropped, seconds, sample_rate, seed, label_noise, fractions)
+    metadata = _metadata(tracks, used, removed, seconds, sample_rate, seed, label_noise, fractions)
     _atomic_write(metadata_path, (json.dumps(metadata, indent=1) + "\n").encode("utf-8"))
     return CorpusInfo(
         out_dir=out_dir,
@@ -965,8 +1058,8 @@ def generate_corpus(
         metadata_path=metadata_path,
         split_counts=split_counts,
         tags=tuple(used),
-        dropped_tags=tuple(dropped[0]),
-        dropped_tracks=tuple(dropped[1]),
+        removed_tags=tuple(removed),
+        redrawn_tracks=sum(track.redraws > 0 for track in tracks),
     )
 
 
@@ -978,14 +1071,14 @@ def _render_and_write(job: Tuple[TrackParams, int, float, int, int, str]) -> str
     return path
 
 
-def _write_audio(rows, audio_dir, seconds, sample_rate, seed, progress, workers) -> None:
+def _write_audio(tracks, audio_dir, seconds, sample_rate, seed, progress, workers) -> None:
     """Render every track, in `workers` processes when more than one (the bytes do not change)."""
     from tqdm import tqdm
 
     jobs = [
-        (row["params"], row["number"], seconds, sample_rate, seed,
-         os.path.join(audio_dir, track_path(row["number"])))
-        for row in rows
+        (track.params, track.number, seconds, sample_rate, seed,
+         os.path.join(audio_dir, track_path(track.number)))
+        for track in tracks
     ]  # fmt: skip
     bar = tqdm(total=len(jobs), desc="synth", unit="track", disable=not progress)
     if workers <= 1:

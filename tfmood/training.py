@@ -9,7 +9,13 @@ Files written under `config.out_dir`:
     config.yaml       the config that ran
     result.json       best epoch, its validation metrics, epochs run, training seconds
     backup/           BackupAndRestore state: re-running the same command resumes there
+                      (removed once result.json is written)
     logs/             TensorBoard logs
+
+With `strategy="multiworker"` every worker runs `train`; only the chief (TF_CONFIG task "chief",
+or worker 0 when there is none) writes these files. The other workers write their copies to a
+temporary directory that is removed at the end, and restore from the chief's backup, so
+`out_dir` must be on storage every worker sees (a shared file system or a gs:// bucket) to resume.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 import time
 import typing
 from typing import Optional
@@ -51,6 +59,8 @@ class TrainConfig:
         random_crop, time_masks, freq_masks, mixup_alpha, skip_silence: input augmentation
             (see tfmood.data.DataConfig).
         skip_bad: leave out (and list) bad data files instead of failing.
+        prior_bias: start the output biases at the log-odds of each tag's training frequency, so
+            the first epochs learn the audio instead of the tags' base rates.
         tensorboard: write TensorBoard logs.
         verbose: Keras progress bar mode (1: bar, 2: one line per epoch, 0: silent).
     """
@@ -80,6 +90,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0
     skip_silence: bool = False
     skip_bad: bool = False
+    prior_bias: bool = True
     tensorboard: bool = True
     verbose: int = 1
 
@@ -102,6 +113,7 @@ class TrainConfig:
         unknown = sorted(set(values) - set(field_types()))
         if unknown:
             raise ValueError(f"{path}: unknown config fields {unknown}")
+        values = {name: _coerce(name, value, path) for name, value in values.items()}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -126,6 +138,19 @@ def field_types() -> dict:
     return types
 
 
+def _coerce(name: str, value, path: str):
+    """A YAML value as its field's type (YAML reads `1e-4` as a string, `1` as an int)."""
+    kind = field_types()[name]
+    if value is None or isinstance(value, kind):
+        return value
+    if kind is float and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{path}: {name} must be a {kind.__name__}, got {value!r}")
+
+
 @dataclasses.dataclass
 class TrainResult:
     best_model: str
@@ -140,13 +165,41 @@ class TrainResult:
 
 
 def make_strategy(name: str):
+    """The tf.distribute strategy of a `TrainConfig.strategy` name.
+
+    "mirrored" replicates over the local GPUs, or over the logical CPU devices when there is no
+    GPU; "multiworker" reads the cluster from TF_CONFIG and must be created before any other
+    TensorFlow work in the process.
+
+    Args:
+        name: "none", "mirrored" or "multiworker".
+    """
     import tensorflow as tf
 
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: str) -> bool:
+    """False only for a non-chief worker of a multi-worker run (from TF_CONFIG).
+
+    Args:
+        strategy: the `TrainConfig.strategy` name.
+    """
+    if strategy != "multiworker":
+        return True
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if resolver.task_type is None:
+        return True
+    if "chief" in resolver.cluster_spec().as_dict():
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
 
 
 def _datasets(config: TrainConfig):
@@ -178,7 +231,29 @@ def _datasets(config: TrainConfig):
     )
     # The labels of the usable validation tracks, in the dataset's (deterministic) order.
     labels = np.concatenate([y for _, y in validation.as_numpy_iterator()]).astype(bool)
+    if config.strategy == "multiworker":
+        train, validation = _shard_by_data(train), _shard_by_data(validation)
     return train, validation, labels
+
+
+def _shard_by_data(dataset):
+    """Each worker takes its part of every batch: the pipeline reads no per-worker files, and
+    the gathered validation predictions then come back in the dataset's order."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def tag_prior_bias(tsv: str, epsilon: float = 1e-3):
+    """Log-odds of each tag's frequency in a split (clipped away from 0 and 1)."""
+    import numpy as np
+
+    from tfmood.metadata import label_matrix, read_split
+
+    frequency = np.clip(label_matrix(read_split(tsv)).mean(axis=0), epsilon, 1 - epsilon)
+    return np.log(frequency / (1 - frequency)).astype("float32")
 
 
 def build_and_compile(config: TrainConfig):
@@ -189,6 +264,8 @@ def build_and_compile(config: TrainConfig):
 
     model = build_model(config.preset, n_frames=None, width=config.width, heads=config.heads,
                         dropout=config.dropout)
+    if config.prior_bias and config.train_tsv:
+        model.get_layer("dense").bias.assign(tag_prior_bias(config.train_tsv))
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="binary_crossentropy",
@@ -201,70 +278,118 @@ def train(config: TrainConfig) -> TrainResult:
     """Fit one model; re-running with the same out_dir resumes an interrupted run.
 
     A run that already finished (result.json present) is not trained again.
+
+    Args:
+        config: the run's settings.
     """
+    result_path = os.path.join(config.out_dir, "result.json")
+    if os.path.exists(result_path):
+        with open(result_path) as handle:
+            return TrainResult(**json.load(handle))
+    # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF work.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(config.strategy)
+    # As in the TF multi-worker guide, other workers write to a temporary directory.
+    write_dir = config.out_dir if chief else tempfile.mkdtemp(prefix="tfmood-worker-")
+    try:
+        result = _fit(config, strategy, write_dir)
+    finally:
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+    if chief:
+        tmp = result_path + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump(result.as_dict(), handle, indent=2)
+        os.replace(tmp, result_path)
+        shutil.rmtree(os.path.join(config.out_dir, "backup"), ignore_errors=True)
+    return result
+
+
+def _finished(rows: list, config: TrainConfig) -> bool:
+    """Whether the epochs of `rows` already ended the run (all epochs, or early stopping)."""
+    from tfmood.callbacks import best_row
+
+    if len(rows) >= config.epochs:
+        return True
+    best = best_row(rows, "val_roc_auc")
+    last = int(rows[-1]["epoch"]) if rows else -1
+    return bool(best and config.patience and last - int(best["epoch"]) >= config.patience)
+
+
+def _fit(config: TrainConfig, strategy, write_dir: str) -> TrainResult:
+    """Build, fit (resuming from the backup of `config.out_dir`) and summarise one run."""
     import keras
 
     from tfmood.callbacks import (
         AtomicBackupAndRestore,
         BestCheckpointEarlyStopping,
         ValidationAUC,
+        backup_epoch,
+        keep_committed_history,
         plot_training_curves,
+        read_history,
     )
 
     out = config.out_dir
-    result_path = os.path.join(out, "result.json")
-    if os.path.exists(result_path):
-        with open(result_path) as handle:
-            return TrainResult(**json.load(handle))
-    os.makedirs(out, exist_ok=True)
-    config.to_yaml(os.path.join(out, "config.yaml"))
-    keras.utils.set_random_seed(config.seed)
-
-    strategy = make_strategy(config.strategy)
-    train_data, validation_data, validation_labels = _datasets(config)
-    with strategy.scope():
-        model = build_and_compile(config)
+    chief = write_dir == out
+    os.makedirs(write_dir, exist_ok=True)
+    backup_dir = os.path.join(out, "backup")
     history_csv = os.path.join(out, "history.csv")
-    best_path = os.path.join(out, "best.keras")
-    selector = BestCheckpointEarlyStopping(best_path, history_csv, "val_roc_auc", config.patience)
-    callbacks = [
-        ValidationAUC(validation_data, validation_labels),
-        selector,
-        keras.callbacks.CSVLogger(history_csv, append=True),
-        AtomicBackupAndRestore(os.path.join(out, "backup")),
-    ]
-    if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs")))
+    committed = backup_epoch(backup_dir)
+    if chief:
+        config.to_yaml(os.path.join(out, "config.yaml"))
+        keep_committed_history(history_csv, committed)
+    keras.utils.set_random_seed(config.seed)
+    if config.verbose and config.strategy != "none":
+        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas in sync")
 
-    started = time.perf_counter()
-    model.fit(
-        train_data,
-        validation_data=validation_data,
-        epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch,
-        callbacks=callbacks,
-        verbose=config.verbose,
+    best_path = os.path.join(write_dir, "best.keras")
+    selector = BestCheckpointEarlyStopping(
+        best_path, history_csv, "val_roc_auc", config.patience, committed_epochs=committed
     )
+    started = time.perf_counter()
+    rows = [row for row in read_history(history_csv) if int(row["epoch"]) < committed]
+    if not _finished(rows, config):
+        train_data, validation_data, validation_labels = _datasets(config)
+        with strategy.scope():
+            model = build_and_compile(config)
+        # Order matters: the CSV row, then the backup (the epoch is then committed), then the
+        # best model; a resumed run drops CSV rows of epochs the backup does not hold.
+        callbacks = [
+            ValidationAUC(validation_data, validation_labels),
+            keras.callbacks.CSVLogger(os.path.join(write_dir, "history.csv"), append=True),
+            AtomicBackupAndRestore(
+                os.path.join(write_dir, "backup"), restore_dir=backup_dir, delete_checkpoint=False
+            ),
+            selector,
+        ]
+        if config.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, "logs")))
+        model.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            callbacks=callbacks,
+            verbose=config.verbose,
+        )
+        rows = selector.history
     seconds = time.perf_counter() - started
-    plot_training_curves(history_csv, os.path.join(out, "curves.png"), title=config.preset)
-    result = _result(history_csv, best_path, selector.best_epoch, seconds)
-    tmp = result_path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(result.as_dict(), handle, indent=2)
-    os.replace(tmp, result_path)
-    return result
+    if chief:
+        plot_training_curves(history_csv, os.path.join(out, "curves.png"), title=config.preset)
+    return _result(rows, os.path.join(out, "best.keras"), seconds)
 
 
-def _result(history_csv: str, best_path: str, best_epoch: int, seconds: float) -> TrainResult:
-    from tfmood.callbacks import read_history
+def _result(rows: list, best_path: str, seconds: float) -> TrainResult:
+    """The summary of a run from its epoch rows (`best_path`: the chief's best model)."""
+    from tfmood.callbacks import best_row
 
-    rows = read_history(history_csv)
-    best = next(r for r in rows if int(r["epoch"]) == best_epoch)
+    best = best_row(rows, "val_roc_auc")
     return TrainResult(
         best_model=best_path,
-        best_epoch=best_epoch + 1,
+        best_epoch=int(best["epoch"]) + 1,
         epochs_run=len(rows),
-        val_roc_auc=best["val_roc_auc"],
-        val_pr_auc=best["val_pr_auc"],
+        val_roc_auc=float(best["val_roc_auc"]),
+        val_pr_auc=float(best["val_pr_auc"]),
         train_seconds=round(seconds, 1),
     )

@@ -1,7 +1,7 @@
 """`tfmood predict`: tag scores of a saved model for a batch of log-mel spectrograms.
 
-Input modes: `--input MELS.npy` (N, n_mels, frames) -> `-o SCORES.npy` (N, n_tags). The
-positional `audio` files are the entry point of the audio mode, dispatched by `run`.
+Two modes: `--input MELS.npy` (N, n_mels, frames) -> `-o SCORES.npy` (N, n_tags); or audio
+files as arguments -> the top tags of each file printed (names and scores; `--json`).
 """
 
 import argparse
@@ -25,6 +25,10 @@ def register(subparsers) -> None:
     parser.add_argument("--input", help="a .npy of log-mel spectrograms, shape (N, 96, frames)")
     parser.add_argument("-o", "--output", help="the .npy of scores to write, shape (N, tags)")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per step")
+    parser.add_argument("--top", type=int, default=5, help="tags printed per audio file")
+    parser.add_argument("--n-frames", type=int, default=1400,
+                        help="frames the model sees per audio file (the first ones, tiled)")
+    parser.add_argument("--json", action="store_true", help="audio mode: print JSON")
     parser.set_defaults(func=run)
 
 
@@ -36,8 +40,28 @@ def run(args: argparse.Namespace) -> int:
     if args.input:
         return _run_mel_batch(args)
     if args.audio:
-        raise ValueError(f"{args.audio[0]}: audio input is not available; pass --input MELS.npy")
-    raise ValueError("nothing to predict: pass --input MELS.npy")
+        return _run_audio(args)
+    raise ValueError("nothing to predict: pass audio files or --input MELS.npy")
+
+
+def _run_audio(args: argparse.Namespace) -> int:
+    import json
+
+    from tfmood.inference import predict_audio
+    from tfmood.models import load_model
+
+    if args.top <= 0:
+        raise ValueError(f"--top must be positive, got {args.top}")
+    model = load_model(args.model)
+    n_frames = model.input_shape[2] or args.n_frames
+    results = predict_audio(model, args.audio, n_frames=n_frames, k=args.top)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for result in results:
+        tags = ", ".join(f"{t['tag']} {t['score']:.3f}" for t in result["tags"])
+        print(f"{result['file']}: {tags}")
+    return 0
 
 
 def _run_mel_batch(args: argparse.Namespace) -> int:

@@ -56,8 +56,8 @@ def run(args) -> int:
         print(f"  {split}: {path}")
     print(f"  audio: {info.audio_dir}")
     print(f"  parameters and tags: {info.metadata_path}")
-    if info.dropped_tags:
-        print(f"  tags without a positive in every split, removed: {', '.join(info.dropped_tags)}")
-    if info.dropped_tracks:
-        print(f"  tracks left without a tag, left out: {len(info.dropped_tracks)}")
+    if info.removed_tags:
+        print(f"  tags without a positive in every split, removed: {', '.join(info.removed_tags)}")
+    if info.redrawn_tracks:
+        print(f"  tracks redrawn to carry a tag in use: {info.redrawn_tracks}")
     return 0

@@ -1,6 +1,7 @@
 """Custom Keras layers of tfmood, registered for `.keras` saving under the package "tfmood"."""
 
 from tfmood.layers.arelu import AReLU
+from tfmood.layers.attention_augmented_conv import AttentionAugmentedConv2D
 from tfmood.layers.local_self_attention import LocalSelfAttention
 
-__all__ = ["AReLU", "LocalSelfAttention"]
+__all__ = ["AReLU", "AttentionAugmentedConv2D", "LocalSelfAttention"]
