@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 from typing import Optional
@@ -165,6 +166,9 @@ class BestCheckpointEarlyStopping(keras.callbacks.Callback):
         self.stopped_epoch = None
 
     def on_train_begin(self, logs=None):
+        directory, name = os.path.split(os.path.abspath(self.path))
+        for stale in glob.glob(os.path.join(directory, f".{glob.escape(name)}.*.tmp.keras")):
+            os.remove(stale)  # left by a process killed while saving
         self.history = [
             row
             for row in read_history(self.history_csv)

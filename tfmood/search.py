@@ -19,7 +19,9 @@ are remembered as "tried", so they are never proposed twice), so `max_trials` co
 candidates only and rejections never stop the search. The filter sits in the oracle's random
 sampler (used by random search, by Bayesian optimisation for its initial points and by
 Hyperband for new brackets); a Bayesian proposal over budget is replaced by a random one within
-it. If no candidate within budget turns up in `max_draws` draws, the search ends.
+it. If no candidate within budget turns up in `max_draws` draws, the search ends. (The filter
+overrides the oracles' `_random_values` and `_duplicate`, internals of keras-tuner 1.4.8, the
+version setup.cfg pins.)
 
 Resume. Trials live under `directory/project_name` (keras-tuner's files) and the tuner is made
 with `overwrite=False`: running the same search again reloads the oracle, skips finished trials
@@ -54,7 +56,6 @@ import keras
 import keras_tuner
 import numpy as np
 import yaml
-from keras_tuner.src.engine import trial as trial_module
 
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_roc_auc", "val_pr_auc")
@@ -253,7 +254,7 @@ class CandidateCost:
     def as_dict(self) -> dict:
         return {
             "trainable_params": self.trainable_params,
-            "gflops": round(self.gflops, 3),
+            "gflops": round(self.gflops, 4),
             "peak_activation_mb": round(self.peak_activation_bytes / 2**20, 1),
         }
 
@@ -319,6 +320,7 @@ def candidate_cost(config) -> CandidateCost:
 
 # --------------------------------------------------------------------------------------------
 # The hypermodel
+
 
 class VGGishHyperModel(keras_tuner.HyperModel):
     """The VGG-ish family as a keras-tuner HyperModel.
@@ -441,6 +443,7 @@ class CandidateCheck:
 # --------------------------------------------------------------------------------------------
 # Oracles that reject candidates over budget before any trial exists
 
+
 class _BudgetedOracleMixin:
     """Adds `check` (values -> None or a rejection record) to a keras-tuner oracle.
 
@@ -464,8 +467,8 @@ class _BudgetedOracleMixin:
             if key not in self._rejected_hashes:
                 self._rejected_hashes.add(key)
                 self.rejected.append(record)
-                print(f"Rejected before training: {describe(record['values'])}: "
-                      + "; ".join(record["reasons"]))
+                reasons = "; ".join(record["reasons"])
+                print(f"Rejected before training: {describe(record['values'])}: {reasons}")
         return record
 
     def _duplicate(self, values):
@@ -511,7 +514,7 @@ class BudgetedBayesianOracle(
     def populate_space(self, trial_id):
         response = super().populate_space(trial_id)
         values = response.get("values")
-        if response["status"] == trial_module.TrialStatus.RUNNING and self.rejection(values):
+        if response["status"] == "RUNNING" and self.rejection(values):
             return self._random_populate_space()
         return response
 
@@ -666,6 +669,9 @@ def _trial_row(trial, hypermodel, objective: str) -> dict:
     values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
     row = {"trial_id": trial.trial_id, "status": trial.status, "name": describe(values)}
     row["values"] = values
+    # Hyperband trains a candidate in rounds; a promoted trial continues an earlier one.
+    row["epochs"] = trial.hyperparameters.values.get("tuner/epochs")
+    row["continues"] = trial.hyperparameters.values.get("tuner/trial_id")
     for metric in OBJECTIVES:
         if trial.metrics.exists(metric):
             row[metric] = round(float(trial.metrics.get_last_value(metric)), 4)
@@ -754,8 +760,8 @@ def _markdown(report: dict) -> str:
         lines.append(
             f"| {row['trial_id']}{mark} | {row['name']} | {row['status']} "
             f"| {_fmt(row.get('val_roc_auc'))} | {_fmt(row.get('val_pr_auc'))} "
-            f"| {row['gflops']:.2f} | {row['trainable_params']:,} | {row['peak_activation_mb']:,.1f}"
-            f" | {_fmt(row.get('latency_ms'), '.1f')} |"
+            f"| {row['gflops']:.2f} | {row['trainable_params']:,} "
+            f"| {row['peak_activation_mb']:,.1f} | {_fmt(row.get('latency_ms'), '.1f')} |"
         )
     lines += ["", f"Best trial: {report['best_trial']}", ""]
     lines += [f"## Rejected before training ({len(report['rejected'])})", ""]

@@ -15,7 +15,7 @@ Files written under `config.out_dir`:
 With `strategy="multiworker"` every worker runs `train`; only the chief (TF_CONFIG task "chief",
 or worker 0 when there is none) writes these files. The other workers write their copies to a
 temporary directory that is removed at the end, and restore from the chief's backup, so
-`out_dir` must be on storage every worker sees (a shared file system or a gs:// bucket) to resume.
+`out_dir` must be on a file system every worker sees (e.g. NFS) for a run to resume.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def _coerce(name: str, value, path: str):
             return float(value)
         except ValueError:
             pass
-    raise ValueError(f"{path}: {name} must be a {kind.__name__}, got {value!r}")
+    raise ValueError(f"{path}: {name} must be {kind.__name__}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -266,6 +266,14 @@ def build_and_compile(config: TrainConfig):
                         dropout=config.dropout)
     if config.prior_bias and config.train_tsv:
         model.get_layer("dense").bias.assign(tag_prior_bias(config.train_tsv))
+    if config.strategy != "none":
+        # Keras 3.6 keeps one copy of the BatchNorm moving statistics per replica, each updated
+        # from its own part of the batch, so replicas would predict differently and the saved
+        # model would hold one replica's statistics. Batch statistics synchronised across
+        # replicas keep the copies equal and normalise over the global batch, as on one device.
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="binary_crossentropy",
@@ -305,6 +313,33 @@ def train(config: TrainConfig) -> TrainResult:
     return result
 
 
+def _work_around_multiworker_keras(model, config: TrainConfig) -> None:
+    """Two Keras 3.6 failures of `fit` under MultiWorkerMirroredStrategy, worked around.
+
+    1. Keras builds the loss and optimizer state from a first input batch that it reduces
+       across workers, which fails ("Attempt to convert a value (PerReplica...) to a Tensor",
+       keras-team/keras#20585); the input shapes are all it needs.
+    2. It averages each step's scalar logs (the loss) over the replicas with
+       `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar ("Invalid reduction
+       dimension 0 for input with 0 dimensions"); the steps return them as 1-element vectors.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from tfmood.tags import N_TAGS
+
+    build = model._maybe_symbolic_build
+    batch = (np.zeros((1, 96, config.n_frames), "float32"), np.zeros((1, N_TAGS), "float32"))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: build(data_batch=batch)
+
+    def as_vectors(logs: dict) -> dict:
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+    train_step, test_step = model.train_step, model.test_step
+    model.train_step = lambda data: as_vectors(train_step(data))
+    model.test_step = lambda data: as_vectors(test_step(data))
+
+
 def _finished(rows: list, config: TrainConfig) -> bool:
     """Whether the epochs of `rows` already ended the run (all epochs, or early stopping)."""
     from tfmood.callbacks import best_row
@@ -325,6 +360,7 @@ def _fit(config: TrainConfig, strategy, write_dir: str) -> TrainResult:
         BestCheckpointEarlyStopping,
         ValidationAUC,
         backup_epoch,
+        best_row,
         keep_committed_history,
         plot_training_curves,
         read_history,
@@ -353,6 +389,8 @@ def _fit(config: TrainConfig, strategy, write_dir: str) -> TrainResult:
         train_data, validation_data, validation_labels = _datasets(config)
         with strategy.scope():
             model = build_and_compile(config)
+        if config.strategy == "multiworker":
+            _work_around_multiworker_keras(model, config)
         # Order matters: the CSV row, then the backup (the epoch is then committed), then the
         # best model; a resumed run drops CSV rows of epochs the backup does not hold.
         callbacks = [
@@ -374,10 +412,24 @@ def _fit(config: TrainConfig, strategy, write_dir: str) -> TrainResult:
             verbose=config.verbose,
         )
         rows = selector.history
+    elif chief and best_row(rows)["epoch"] == rows[-1]["epoch"]:
+        # A kill between the last epoch's backup and the save of its (best) model would leave
+        # an older best.keras; the backup holds that epoch's weights.
+        _save_backup_as_best(config, os.path.join(backup_dir, "latest.weights.h5"), best_path)
     seconds = time.perf_counter() - started
     if chief:
         plot_training_curves(history_csv, os.path.join(out, "curves.png"), title=config.preset)
     return _result(rows, os.path.join(out, "best.keras"), seconds)
+
+
+def _save_backup_as_best(config: TrainConfig, weights_path: str, best_path: str) -> None:
+    """Save the model of a backup's weights (and optimizer state) as the best model."""
+    from tfmood.callbacks import atomic_save
+
+    model = build_and_compile(dataclasses.replace(config, strategy="none", prior_bias=False))
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(weights_path)
+    atomic_save(model, best_path)
 
 
 def _result(rows: list, best_path: str, seconds: float) -> TrainResult:

@@ -27,7 +27,9 @@ def register(subparsers):
         help="architecture search (where attention and AReLU go) under GFLOPs/params/memory "
         "budgets, with a report and the best model retrained",
     )
-    parser.add_argument("--config", required=True, help="YAML config (training/configs/search.yaml)")
+    parser.add_argument(
+        "--config", required=True, help="YAML config (training/configs/search.yaml)"
+    )
     group = parser.add_argument_group("config overrides (default: the config file's values)")
     for name, kind, text in OVERRIDES:
         flag = "--" + name.replace("_", "-")

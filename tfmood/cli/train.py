@@ -7,7 +7,8 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _bool(text: str) -> bool:
+def boolean(text: str) -> bool:
+    """A command-line truth value: 1/true/yes/on or 0/false/no/off (any case)."""
     if text.lower() in ("1", "true", "yes", "on"):
         return True
     if text.lower() in ("0", "false", "no", "off"):
@@ -21,8 +22,10 @@ def add_config_overrides(parser) -> None:
 
     group = parser.add_argument_group("config overrides (default: the config file's values)")
     for name, kind in field_types().items():
-        converter = _bool if kind is bool else kind
-        group.add_argument(_flag(name), dest=name, type=converter, default=None, metavar=kind.__name__.upper())
+        converter = boolean if kind is bool else kind
+        group.add_argument(
+            _flag(name), dest=name, type=converter, default=None, metavar=kind.__name__.upper()
+        )
 
 
 def register(subparsers):
@@ -44,7 +47,10 @@ def run(args) -> int:
     from tfmood.training import TrainConfig, train
 
     overrides = overrides_of(args)
-    config = TrainConfig.from_yaml(args.config, **overrides) if args.config else TrainConfig(**overrides)
+    if args.config:
+        config = TrainConfig.from_yaml(args.config, **overrides)
+    else:
+        config = TrainConfig(**overrides)
     result = train(config)
     print(json.dumps(result.as_dict(), indent=2))
     return 0

@@ -1,0 +1,138 @@
+"""TFLite latency per 30 s clip (96 x 1400 log-mel) on one thread, per preset and target.
+
+For every preset, the model is converted twice: straight (`convert(..., rewrite=False)`: the
+Keras graph as it is, any batch size) and through the export rewrite (`tfmood.fold`: static
+shapes, folded BatchNorm/AReLU, activation after pooling, fast attention). Every interpreter is
+`tf.lite.Interpreter(num_threads=1)` with its default delegate: XNNPACK, which in TF 2.17 takes
+the float ops and also the int8 (QS8) ops it supports; int8 ops it lacks (EXP, MAXIMUM) run on
+the builtin kernels. The models are timed in interleaved rounds (one invoke of each per round), so
+a change in machine load hits all of them alike; the table gives the median over the rounds of the
+CPU time of the invoking thread (single-threaded, it excludes time lost to other processes) and
+the wall-time median beside it. Weights are random (latency does not depend on them); int8
+calibration uses 8 random log-mel-like inputs. Prints Markdown.
+
+    python3 bench/bench_tflite_latency.py [--presets baseline sa3 arelu] [--rounds 30]
+"""
+
+import argparse
+import os
+import subprocess
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+SEED = 0
+N_MELS, N_FRAMES = 96, 1400
+TARGETS = ("float32", "int8")
+VARIANTS = ("straight", "rewritten")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["baseline", "sa3", "arelu"])
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS))
+    parser.add_argument("--rounds", type=int, default=30, help="timed invokes per model")
+    parser.add_argument("--no-straight", action="store_true", help="time rewritten models only")
+    return parser.parse_args()
+
+
+def cpu_model() -> str:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    name = fields.get("Model name", "unknown CPU").strip()
+    return f"{name}, {os.cpu_count()} logical CPUs"
+
+
+def calibration_inputs(count: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(SEED)
+    return rng.normal(-40.0, 20.0, (count, N_MELS, N_FRAMES)).astype(np.float32)
+
+
+def convert_all(presets, targets, variants) -> dict:
+    """{(preset, target, variant): flatbuffer} for every combination."""
+    import keras
+
+    from tfmood.export import convert, representative_dataset
+    from tfmood.models import build_model
+
+    representative = representative_dataset(calibration_inputs())
+    models = {}
+    jobs = [(p, t, v) for p in presets for t in targets for v in variants]
+    for preset, target, variant in tqdm(jobs, desc="converting"):
+        keras.utils.set_random_seed(SEED)
+        model = build_model(preset, n_frames=N_FRAMES)
+        models[preset, target, variant] = convert(
+            model, target, representative, rewrite=variant == "rewritten"
+        )
+    return models
+
+
+def time_interleaved(models: dict, rounds: int) -> dict:
+    """{key: (CPU median ms, wall median ms, CPU min ms)} over `rounds` interleaved invokes."""
+    import tensorflow as tf
+
+    interpreters = {}
+    for key, flatbuffer in models.items():
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
+        interpreter.allocate_tensors()
+        (detail,) = interpreter.get_input_details()
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()  # warm-up
+        interpreters[key] = interpreter
+    cpu = {key: [] for key in models}
+    wall = {key: [] for key in models}
+    for _ in tqdm(range(rounds), desc="timing"):
+        for key, interpreter in interpreters.items():
+            wall_start, cpu_start = time.perf_counter(), time.thread_time()
+            interpreter.invoke()
+            cpu[key].append(time.thread_time() - cpu_start)
+            wall[key].append(time.perf_counter() - wall_start)
+    return {
+        key: (1e3 * np.median(cpu[key]), 1e3 * np.median(wall[key]), 1e3 * np.min(cpu[key]))
+        for key in models
+    }
+
+
+def _cells(entry):
+    cpu_median, wall_median, cpu_min = entry
+    return cpu_median, cpu_min, wall_median
+
+
+def markdown(times: dict, presets, targets, variants) -> str:
+    header = "| preset | " + " | ".join(f"{t} {v} ms" for t in targets for v in variants)
+    header += " | " + " | ".join(f"{t} vs baseline" for t in targets) + " |"
+    lines = [header, "|" + "---|" * (1 + len(targets) * len(variants) + len(targets))]
+    for preset in presets:
+        cells = [
+            "{:.1f} / {:.1f} ({:.1f})".format(*_cells(times[preset, t, v]))
+            for t in targets
+            for v in variants
+        ]
+        ratios = []
+        for target in targets:
+            base = times.get(("baseline", target, "rewritten"))
+            own = times[preset, target, variants[-1]]
+            ratios.append(f"{own[0] / base[0]:.2f}x / {own[2] / base[2]:.2f}x" if base else "-")
+        lines.append(f"| {preset} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    variants = ("rewritten",) if args.no_straight else VARIANTS
+    load = os.getloadavg()
+    models = convert_all(args.presets, args.targets, variants)
+    times = time_interleaved(models, args.rounds)
+    after = os.getloadavg()[0]
+    print(f"\nCPU: {cpu_model()}; load average before: {load[0]:.2f}, after: {after:.2f}")
+    print(f"input 1 x {N_MELS} x {N_FRAMES}, tf.lite.Interpreter(num_threads=1), default XNNPACK")
+    print(f"{args.rounds} interleaved rounds: thread CPU median / min ms (wall median ms)\n")
+    print(markdown(times, args.presets, args.targets, variants))
+    print("\nratios: rewritten model over rewritten baseline, CPU-time median / min")
+
+
+if __name__ == "__main__":
+    main()

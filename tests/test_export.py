@@ -1,0 +1,377 @@
+"""TFLite export: converters per target, export-time rewrites, audio-in model, verification."""
+
+import importlib.machinery
+import json
+import os
+import sys
+import types
+
+import keras
+import numpy as np
+import pytest
+
+from tfmood import export
+from tfmood.fold import (
+    ExportLocalSelfAttention,
+    arelu_gain_and_slope,
+    chain_layers,
+    inference_model,
+)
+from tfmood.layers import AReLU, LocalSelfAttention
+from tfmood.models import build_model
+
+N_FRAMES = 320  # the shortest input the five pools accept
+WIDTH = 0.25
+SEED = 0
+
+
+def randomise_statistics(model, seed=SEED):
+    """Non-trivial BatchNorm statistics and AReLU parameters, as a trained model has."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n),
+                               rng.normal(0, 0.3, n), rng.uniform(0.5, 2.0, n)])  # fmt: skip
+        if isinstance(layer, AReLU):
+            layer.set_weights([np.float32(rng.uniform(-0.2, 1.2)), np.float32(rng.normal())])
+    return model
+
+
+def small_model(preset, n_frames=N_FRAMES):
+    keras.utils.set_random_seed(SEED)
+    return randomise_statistics(build_model(preset, n_frames=n_frames, width=WIDTH))
+
+
+def mel_batch(count, n_frames=N_FRAMES, seed=1):
+    return np.random.default_rng(seed).normal(-40, 20, (count, 96, n_frames)).astype("float32")
+
+
+def representative(count=4):
+    return export.representative_dataset(mel_batch(count, seed=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent numpy references
+
+
+def numpy_arelu(x, alpha, beta):
+    alpha = np.clip(alpha, 0.01, 0.99)
+    gain = 1.0 + 1.0 / (1.0 + np.exp(-beta))
+    return gain * np.maximum(x, 0) - alpha * np.maximum(-x, 0)
+
+
+def numpy_attention(x, wq, wk, wv, rel_h, rel_w):
+    """Local self-attention, one head per channel, straight from the formula (NHWC)."""
+    height, width = x.shape[1:3]
+    q = x @ wq
+    k = np.pad(x @ wk, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    v = np.pad(x @ wv, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    half = wq.shape[1] // 2
+    logits, values = [], []
+    for r in range(3):
+        for c in range(3):
+            rel = np.concatenate([rel_h[:, r], rel_w[:, c]])
+            logits.append(q * (k[:, r:r + height, c:c + width] + rel))
+            values.append(v[:, r:r + height, c:c + width])
+    logits, values = np.stack(logits, -1), np.stack(values, -1)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    assert half * 2 == wq.shape[1]
+    return (weights * values).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rewrites (Keras to Keras, no conversion)
+
+
+def test_arelu_is_a_scaled_leaky_relu():
+    x = np.linspace(-4, 4, 41).astype("float32")
+    for alpha, beta in [(0.9, 2.0), (1.7, -3.0), (-0.5, 0.3)]:
+        layer = AReLU(alpha_initializer=alpha, beta_initializer=beta)
+        layer(x[None])
+        gain, slope = arelu_gain_and_slope(layer)
+        assert gain == pytest.approx(1 + 1 / (1 + np.exp(-beta)))
+        leaky = np.where(x > 0, x, slope * x)
+        np.testing.assert_allclose(gain * leaky, numpy_arelu(x, alpha, beta), rtol=1e-6)
+
+
+def test_conv_bn_arelu_pool_block_folds_to_conv_pool_leaky_relu():
+    inputs = keras.Input((12, 16, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization(epsilon=1e-5)(x)
+    x = AReLU()(x)
+    outputs = keras.layers.MaxPooling2D((2, 4))(x)
+    model = randomise_statistics(keras.Model(inputs, outputs), seed=3)
+    folded = inference_model(model, batch_size=None)
+    kinds = [type(layer).__name__ for layer in folded.layers[1:]]
+    assert kinds == ["Conv2D", "MaxPooling2D", "LeakyReLU"]
+    x = np.random.default_rng(4).normal(size=(2, 12, 16, 3)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x, training=False), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["baseline", "arelu", "sa3", "sa3-arelu", "sa5"])
+@pytest.mark.parametrize("mode", ["float", "int8"])
+def test_inference_model_equals_keras_model(preset, mode):
+    model = small_model(preset, n_frames=None)
+    folded = inference_model(model, mode=mode, n_frames=N_FRAMES, batch_size=None)
+    assert not any(isinstance(layer, (AReLU, LocalSelfAttention, keras.layers.Dropout))
+                   for layer in folded.layers)  # fmt: skip
+    x = mel_batch(3)
+    # Compare the logits (before the sigmoid), where differences are not squashed.
+    logits = [keras.Model(m.inputs, m.layers[-1].input) for m in (model, folded)]
+    reference = np.asarray(logits[0](x, training=False))
+    np.testing.assert_allclose(logits[1](x), reference, atol=1e-4 * np.abs(reference).max())
+    np.testing.assert_allclose(folded(x), model(x, training=False), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["float", "int8"])
+@pytest.mark.parametrize("strip_rows", [None, 1, 2, 4])
+def test_export_attention_matches_numpy_formula(mode, strip_rows):
+    rng = np.random.default_rng(5)
+    height, width, in_channels, channels = 7, 5, 3, 6
+    wq, wk, wv = (rng.normal(size=(in_channels, channels)).astype("float32") for _ in range(3))
+    rel_h, rel_w = (rng.normal(size=(channels // 2, 3)).astype("float32") for _ in range(2))
+    scale, shift = rng.uniform(-2, 2, channels), rng.normal(size=channels)
+    trained = LocalSelfAttention(channels)
+    trained.build((None, height, width, in_channels))
+    trained.set_weights([w.reshape(1, 1, in_channels, channels) for w in (wq, wk, wv)]
+                        + [rel_h, rel_w])  # fmt: skip
+    from tfmood.fold import fold_attention
+
+    layer = ExportLocalSelfAttention(channels, strip_rows=strip_rows, mode=mode)
+    layer.build((1, height, width, in_channels))
+    layer.set_weights(fold_attention(trained, scale, shift))
+    x = rng.normal(size=(1, height, width, in_channels)).astype("float32") * 2
+    expected = scale * numpy_attention(x, wq, wk, wv, rel_h, rel_w) + shift
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_chain_layers_inlines_nested_models_and_refuses_branches():
+    inner = build_model("baseline", n_frames=N_FRAMES, width=WIDTH)
+    outer = export.audio_in_model(inner, export.audio_samples_for(N_FRAMES))
+    names = [layer.name for layer in chain_layers(outer)]
+    assert names[0] == "log_mel" and names[1:] == [layer.name for layer in chain_layers(inner)]
+    inputs = keras.Input((4,))
+    branched = keras.Model(inputs, keras.layers.Add()([inputs, keras.layers.Dense(4)(inputs)]))
+    with pytest.raises(ValueError, match="chain"):
+        chain_layers(branched)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion
+
+
+@pytest.fixture(scope="module")
+def sa3_arelu():
+    """Attention and AReLU in one small model, with its Keras scores on held-out inputs."""
+    model = small_model("sa3-arelu")
+    x = mel_batch(3, seed=7)
+    return model, x, np.asarray(model(x, training=False))
+
+
+@pytest.mark.parametrize("target", export.TARGETS)
+def test_convert_each_target(sa3_arelu, target):
+    model, x, reference = sa3_arelu
+    flatbuffer = export.convert(model, target, representative())
+    ops = export.ops_used(flatbuffer)
+    assert not any(op.startswith("CUSTOM") for op in ops)
+    # The folded graph: AReLU is one LEAKY_RELU, attention has no 5-D pack or softmax.
+    assert "LEAKY_RELU" in ops and "PACK" not in ops and "SOFTMAX" not in ops
+    assert "RELU" not in ops and "NEG" not in ops
+    details = export.io_details(flatbuffer)
+    (inputs,), (outputs,) = details["inputs"], details["outputs"]
+    assert inputs["shape"] == [1, 96, N_FRAMES] and outputs["shape"] == [1, 56]
+    checks = export.check_io(flatbuffer, target)
+    assert all(check.passed for check in checks), checks
+    scores = export.run_tflite(flatbuffer, x)
+    diff = np.abs(scores - reference).max()
+    # int8 accuracy is checked by ROC-AUC on a trained model (the slow test): the logits of
+    # this random model are far outside what 4 calibration examples cover.
+    if target == "int8":
+        assert inputs["dtype"] == outputs["dtype"] == "int8"
+        assert inputs["quantization"]["scale"] > 0
+        assert -128 <= inputs["quantization"]["zero_point"] <= 127
+        assert outputs["quantization"] == {"scale": 1 / 256, "zero_point": -128}
+        np.testing.assert_allclose(scores * 256, np.round(scores * 256), atol=1e-4)
+    else:
+        assert inputs["dtype"] == outputs["dtype"] == "float32"
+        assert inputs["quantization"] is None and outputs["quantization"] is None
+        assert diff <= {"float32": 1e-4, "float16": 1e-2, "dynamic": 1.0}[target]
+        assert np.abs(scores - reference).mean() < 0.05
+
+
+@pytest.mark.parametrize("preset", ["baseline", "arelu"])
+def test_float32_conversion_within_tolerance(preset):
+    model = small_model(preset)
+    x = mel_batch(2, seed=8)
+    flatbuffer = export.convert(model, "float32")
+    checks = export.check_outputs("float32", np.asarray(model(x)), export.run_tflite(flatbuffer, x))
+    assert checks[0].metric == "max_abs_diff" and checks[0].passed, checks
+
+
+def test_unknown_target_lists_valid_ones():
+    with pytest.raises(ValueError, match="float32, float16, dynamic, int8"):
+        export.convert(small_model("baseline"), "int4")
+
+
+def test_int8_needs_calibration_data():
+    with pytest.raises(ValueError, match="representative_data"):
+        export.convert(small_model("baseline"), "int8")
+
+
+def test_custom_op_is_refused_by_name():
+    import tensorflow as tf
+
+    class IncompleteGamma(keras.layers.Layer):
+        def call(self, x):
+            return tf.math.igamma(x, x)
+
+    inputs = keras.Input((4,), batch_size=1)
+    model = keras.Model(inputs, IncompleteGamma()(inputs))
+    with pytest.raises(ValueError, match="unsupported TFLite op Igamma"):
+        export.convert(model, "float32", rewrite=False)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.allow_custom_ops = True
+    flatbuffer = converter.convert()
+    assert "CUSTOM:Igamma" in export.ops_used(flatbuffer)
+    with pytest.raises(ValueError, match="unsupported TFLite op Igamma"):
+        export.check_builtin_ops(flatbuffer)
+
+
+def test_audio_in_model_matches_mel_model():
+    from tfmood.layers.log_mel import LogMel
+
+    model = small_model("baseline")
+    n_samples = export.audio_samples_for(N_FRAMES)
+    graph = export.audio_in_model(inference_model(model, n_frames=N_FRAMES), n_samples)
+    flatbuffer = export.convert(graph, "float32", rewrite=False)
+    ops = export.ops_used(flatbuffer)
+    assert "LOG" in ops and not any(op.startswith("CUSTOM") for op in ops)
+    assert export.io_details(flatbuffer)["inputs"][0]["shape"] == [1, n_samples]
+    rng = np.random.default_rng(9)
+    t = np.arange(n_samples) / 12000.0
+    audio = np.stack([0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.normal(size=n_samples),
+                      0.1 * rng.normal(size=n_samples)]).astype("float32")  # fmt: skip
+    mel = np.asarray(LogMel()(audio))
+    assert mel.shape == (2, 96, N_FRAMES)
+    expected = np.asarray(model(mel))
+    np.testing.assert_allclose(export.run_tflite(flatbuffer, audio), expected, atol=1e-4)
+
+
+def test_latency_measurement_reports_both_clocks():
+    flatbuffer = export.convert(small_model("baseline"), "float32")
+    latency = export.measure_latency(flatbuffer, runs=3, warmup=1)
+    assert latency["runs"] == 3
+    assert 0 < latency["cpu_ms"]["min"] <= latency["cpu_ms"]["median"]
+    assert 0 < latency["wall_ms"]["min"] <= latency["wall_ms"]["median"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole export, on a tiny synthetic corpus
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    from tfmood.synth import generate_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    return generate_corpus(str(out), 24, 3.0, SEED, progress=False).out_dir
+
+
+def test_export_writes_a_verified_model_and_json_report(tiny_corpus, tmp_path, capsys):
+    from tfmood.cli import main
+
+    model_path = str(tmp_path / "model.keras")
+    small_model("arelu", n_frames=None).save(model_path)
+    out = tmp_path / "model.tflite"
+    arguments = ["export", model_path, "--target", "float32", "-o", str(out),
+                 "--calibration", tiny_corpus, "--n-frames", str(N_FRAMES), "--json"]  # fmt: skip
+    status = main(arguments)
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0 and report["passed"] and report["written"] and out.is_file()
+    assert report["bytes"] == out.stat().st_size and report["target"] == "float32"
+    assert "LEAKY_RELU" in report["ops"]
+    assert report["inputs"][0]["dtype"] == "float32" and report["outputs"][0]["shape"] == [1, 56]
+    (check,) = [c for c in report["checks"] if c["metric"] == "max_abs_diff"]
+    assert check["limit"] == 1e-4 and check["value"] <= 1e-4 and check["passed"]
+    assert report["data"]["test"]["tsv"].endswith("autotagging_moodtheme-test.tsv")
+
+
+def test_export_failing_its_check_is_not_written(tiny_corpus, tmp_path, monkeypatch, capsys):
+    from tfmood.cli import main
+
+    monkeypatch.setitem(export.MAX_ABS_DIFF, "float32", -1.0)  # no model can pass this
+    model_path = str(tmp_path / "model.keras")
+    small_model("baseline", n_frames=None).save(model_path)
+    out = tmp_path / "model.tflite"
+    status = main(["export", model_path, "--target", "float32", "-o", str(out),
+                   "--calibration", tiny_corpus, "--n-frames", str(N_FRAMES)])  # fmt: skip
+    assert status == 1 and not out.exists()
+    assert "FAIL max_abs_diff" in capsys.readouterr().out
+    assert os.listdir(tmp_path) == ["model.keras"]  # no temporary file left either
+
+
+def test_audio_in_refuses_8_bit_targets(tiny_corpus):
+    with pytest.raises(ValueError, match="audio-in model is exported as float32 or float16"):
+        export.export_model(small_model("baseline"), "int8", None, calibration=tiny_corpus,
+                            audio_in=True)  # fmt: skip
+
+
+def test_calibration_paths_are_resolved_or_named(tiny_corpus, tmp_path):
+    splits = export.resolve_splits(tiny_corpus)
+    assert splits["calibration"].endswith("-validation.tsv")
+    assert splits["test"].endswith("-test.tsv")
+    assert export.resolve_splits(splits["calibration"]) == splits
+    with pytest.raises(FileNotFoundError, match="no-such-dir"):
+        export.resolve_splits(str(tmp_path / "no-such-dir"))
+
+
+def test_default_corpus_is_generated_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "DEFAULT_CORPUS", {"n_tracks": 24, "seconds": 1.0, "seed": 0})
+    path = export.default_corpus(str(tmp_path))
+    assert os.path.isfile(os.path.join(path, "autotagging_moodtheme-test.tsv"))
+    stamp = os.path.getmtime(os.path.join(path, "synth.json"))
+    assert export.default_corpus(str(tmp_path)) == path
+    assert os.path.getmtime(os.path.join(path, "synth.json")) == stamp
+    assert os.listdir(tmp_path) == [os.path.basename(path)]  # no staging folder left
+
+
+def test_micro_target_dispatches_to_micro_module(monkeypatch, tmp_path, capsys):
+    from tfmood.cli import main
+
+    calls = []
+    module = types.ModuleType("tfmood.micro")
+    module.__spec__ = importlib.machinery.ModuleSpec("tfmood.micro", None)
+    module.export_micro = lambda *args, **kwargs: calls.append((args, kwargs)) or {"passed": True}
+    monkeypatch.setitem(sys.modules, "tfmood.micro", module)
+    out = str(tmp_path / "m.tflite")
+    assert main(["export", "m.keras", "--target", "micro", "-o", out, "--n-frames", "320"]) == 0
+    (args, kwargs), = calls
+    assert args == ("m.keras", out) and kwargs["n_frames"] == 320
+    assert json.loads(capsys.readouterr().out) == {"passed": True}
+
+
+@pytest.mark.slow
+def test_int8_export_of_a_trained_model_keeps_roc_auc(tmp_path):
+    """Train a small model for a few epochs; its int8 export keeps the macro ROC-AUC."""
+    from tfmood.synth import generate_corpus
+    from tfmood.training import TrainConfig, train
+
+    corpus = generate_corpus(str(tmp_path / "corpus"), 90, 3.0, SEED, progress=False,
+                             fractions=(0.5, 0.1, 0.4))  # fmt: skip
+    config = TrainConfig(
+        preset="sa3-arelu", train_tsv=corpus.split_paths["train"],
+        validation_tsv=corpus.split_paths["validation"], train_root=corpus.audio_dir,
+        source="audio", out_dir=str(tmp_path / "run"), epochs=6, patience=6,
+        n_frames=N_FRAMES, width=WIDTH, learning_rate=1e-2, tensorboard=False, verbose=0,
+    )  # fmt: skip
+    result = train(config)
+    assert result.val_roc_auc > 0.6  # it learned something: the ranking to keep is not noise
+    out = tmp_path / "model-int8.tflite"
+    report = export.export_model(result.best_model, "int8", str(out), calibration=corpus.out_dir,
+                                 n_frames=N_FRAMES)  # fmt: skip
+    (auc,) = [c for c in report["checks"] if c["metric"] == "roc_auc_abs_diff"]
+    assert auc["limit"] == 0.01 and auc["value"] <= 0.01, auc
+    assert report["passed"] and out.is_file()
+    assert report["inputs"][0]["dtype"] == "int8" and report["outputs"][0]["dtype"] == "int8"

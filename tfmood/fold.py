@@ -1,0 +1,509 @@
+"""Export-time graph rewrites: an inference graph equal to a trained model, fast in TFLite.
+
+`inference_model(model)` rebuilds a trained chain model (the VGG-ish family of `tfmood.models`,
+optionally behind a `LogMel` front-end) from its weights, with the same outputs in exact
+arithmetic and a graph the TFLite runtime (XNNPACK) runs well:
+
+- static shapes, batch size 1: no SHAPE/PACK ops computing the reshape at run time, which also
+  kept the graph from being delegated in one piece;
+- BatchNormalization after a convolution folded into its kernel and bias;
+- AReLU folded: `beta' * relu(x) - alpha' * relu(-x) = beta' * LeakyReLU(x, alpha'/beta')` with
+  `beta' = 1 + sigmoid(beta) > 0`, so `beta'` joins the folded BatchNorm scale and the activation
+  becomes LEAKY_RELU, a builtin on the fast float and int8 paths (the original relu/neg/mul/sub
+  chain is four ops and leaves the int8 fast path);
+- monotone activations (ELU, LeakyReLU) moved after the max pooling that follows them: max
+  commutes with a non-decreasing function, so the activation runs on 8-20x fewer values;
+- GlobalMaxPooling2D as a MaxPooling2D over the whole (static) map; Dropout removed;
+- LocalSelfAttention (one head per channel) as `ExportLocalSelfAttention`, which computes the
+  same function with ops that stay on the fast path and in cache (see its docstring).
+
+Every rewrite is checked against the original Keras model in tests/test_export.py.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+
+from tfmood.layers import AReLU, LocalSelfAttention
+
+# Softmax forms of ExportLocalSelfAttention: "float" uses ELU for exp (XNNPACK has no float EXP
+# kernel), "int8" uses EXP (an int8 lookup table) and max via sub/relu (MAXIMUM has no fast
+# int8 kernel).
+ATTENTION_MODES = ("float", "int8")
+# Output rows per strip (None: the whole map at once). On the 2-core AMD EPYC this was measured
+# on, 2-row strips (cache-resident float tensors) were no faster than the whole map at the
+# paper's sizes and made conversion 4x slower (12x more ops); a CPU with a smaller cache may
+# prefer strips.
+DEFAULT_STRIP_ROWS = {"float": None, "int8": None}
+
+
+@keras.saving.register_keras_serializable(package="tfmood")
+class ExportLocalSelfAttention(keras.layers.Layer):
+    """Inference form of `LocalSelfAttention` (one head per channel) with a folded affine output.
+
+    Computes `scale * LocalSelfAttention(x) + bias` (the per-channel affine of a following
+    BatchNorm, times an AReLU gain) from the trained weights, for static spatial shapes only.
+    The formulation is chosen for the TFLite runtime rather than for training:
+
+    - q, k and v come from one 1x1 convolution (the output scale folded into the value kernel,
+      since the softmax weights sum to one), zero-padded once;
+    - no 5-D tensors and no softmax over a length-9 last axis (XNNPACK's softmax pays per row):
+      the 3x3 neighbours are 9 SLICEs of the padded map, each (1, rows, W, C), and the softmax
+      over them is written with element-wise ops that are vectorised over the channels;
+    - optionally the output rows are computed in strips of `strip_rows` rows, so the ~90
+      element-wise ops of a strip work on cache-resident tensors;
+    - with `pool_size`, the max pooling that follows (after the monotone activation was moved
+      behind it) is applied per strip, and rows and columns that valid pooling drops are not
+      computed; the bias is added after pooling (max commutes with adding a constant);
+    - mode "float": the softmax is `exp(l - max l)` with `exp(d) = ELU(d) + 1` for `d <= 0`
+      (exact up to rounding; the `+1` terms are summed once, as a 3x3 average pool of v);
+    - mode "int8": `exp` is the EXP builtin (an int8 lookup table), the running max is
+      `m + relu(l - m)` (SUB with fused RELU, then ADD) and the final division stays float.
+
+    Args:
+        filters: output channels.
+        kernel_size: odd size k of the neighbourhood.
+        strip_rows: output rows per strip (None: `DEFAULT_STRIP_ROWS[mode]`; whole height when
+            that is None).
+        mode: "float" or "int8" (the softmax form, see above).
+        pool_size: (rows, cols) of a non-overlapping valid max pooling applied to the output,
+            or None.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: a (batch, height, width, channels) tensor with static height and width.
+
+    Example:
+    >>> layer = ExportLocalSelfAttention(filters=8)
+    >>> layer(np.zeros((1, 6, 7, 4), "float32")).shape
+    (1, 6, 7, 8)
+
+    Reference:
+        Ramachandran et al., "Stand-Alone Self-Attention in Vision Models", NeurIPS 2019.
+    """
+
+    def __init__(
+        self, filters: int, kernel_size: int = 3, strip_rows: Optional[int] = None,
+        mode: str = "float", pool_size: Optional[Sequence[int]] = None, **kwargs,
+    ):  # fmt: skip
+        super().__init__(**kwargs)
+        if int(kernel_size) <= 0 or int(kernel_size) % 2 == 0:
+            raise ValueError(f"`kernel_size` must be a positive odd number, got {kernel_size}")
+        if strip_rows is not None and int(strip_rows) < 1:
+            raise ValueError(f"`strip_rows` must be None or >= 1, got {strip_rows}")
+        if mode not in ATTENTION_MODES:
+            raise ValueError(f"`mode` must be one of {ATTENTION_MODES}, got {mode!r}")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.mode = mode
+        if strip_rows is None:
+            strip_rows = DEFAULT_STRIP_ROWS[mode]
+        self.strip_rows = None if strip_rows is None else int(strip_rows)
+        self.pool_size = None if pool_size is None else tuple(int(p) for p in pool_size)
+        if self.pool_size is not None and (len(self.pool_size) != 2 or min(self.pool_size) < 1):
+            raise ValueError(f"`pool_size` must be None or two positive sizes, got {pool_size}")
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        if in_channels is None:
+            raise ValueError("ExportLocalSelfAttention needs a known number of input channels")
+        self.qkv_kernel = self.add_weight(
+            name="qkv_kernel", shape=(1, 1, in_channels, 3 * self.filters), initializer="zeros"
+        )
+        self.relative = self.add_weight(
+            name="relative", shape=(self.kernel_size**2, self.filters), initializer="zeros"
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+        self.built = True
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        height, width = inputs.shape[1], inputs.shape[2]
+        if height is None or width is None:
+            raise ValueError("ExportLocalSelfAttention needs static height and width")
+        pad = self.kernel_size // 2
+        qkv = tf.nn.conv2d(inputs, self.qkv_kernel, strides=1, padding="VALID")
+        # The projections have no bias, so padding after projecting equals projecting the padded
+        # input (zero keys and values at the border), as the training layer computes it.
+        qkv = tf.pad(qkv, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        pool_rows, pool_cols = self.pool_size or (1, 1)
+        # Valid pooling reads whole windows only: the rows and columns past them are not needed.
+        rows, cols = height // pool_rows * pool_rows, width // pool_cols * pool_cols
+        step = -(-(self.strip_rows or rows) // pool_rows) * pool_rows
+        strips = []
+        for top in range(0, rows, step):
+            strip = self._strip(qkv, top, min(step, rows - top), cols)
+            if self.pool_size is not None:
+                strip = tf.nn.max_pool2d(strip, self.pool_size, self.pool_size, "VALID")
+            strips.append(strip)
+        outputs = strips[0] if len(strips) == 1 else tf.concat(strips, axis=1)
+        return outputs + self.bias
+
+    def _slice(self, qkv, row: int, col: int, rows: int, width: int, part: int):
+        """Rows [row, row+rows) and columns [col, col+width) of q (0), k (1) or v (2)."""
+        import tensorflow as tf
+
+        begin = [0, row, col, part * self.filters]
+        return tf.slice(qkv, begin, [-1, rows, width, self.filters])
+
+    def _strip(self, qkv, top: int, rows: int, width: int):
+        """Attention output of output rows [top, top + rows)."""
+        import tensorflow as tf
+
+        size, pad = self.kernel_size, self.kernel_size // 2
+        query = self._slice(qkv, top + pad, pad, rows, width, 0)
+        offsets = [(r, c) for r in range(size) for c in range(size)]
+        logits = [
+            query * (self._slice(qkv, top + r, c, rows, width, 1) + self.relative[i])
+            for i, (r, c) in enumerate(offsets)
+        ]
+        values = [self._slice(qkv, top + r, c, rows, width, 2) for r, c in offsets]
+        top_logit = logits[0]
+        for logit in logits[1:]:
+            if self.mode == "float":
+                top_logit = tf.maximum(top_logit, logit)
+            else:
+                top_logit = top_logit + tf.nn.relu(logit - top_logit)
+        if self.mode == "float":
+            # exp(d) = ELU(d) + 1 for d <= 0; the +1 terms add up to 9 and to the sum of v.
+            weights = [tf.nn.elu(logit - top_logit) for logit in logits]
+            value_window = self._slice(qkv, top, 0, rows + 2 * pad, width + 2 * pad, 2)
+            numerator = float(size * size) * tf.nn.avg_pool2d(value_window, size, 1, "VALID")
+            denominator = float(size * size)
+        else:
+            weights = [tf.exp(logit - top_logit) for logit in logits]
+            numerator, denominator = weights[0] * values[0], weights[0]
+            weights, values = weights[1:], values[1:]
+        for weight, value in zip(weights, values):
+            numerator = numerator + weight * value
+            denominator = denominator + weight
+        return numerator / denominator
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width = input_shape[:3]
+        if self.pool_size is not None:
+            height, width = height // self.pool_size[0], width // self.pool_size[1]
+        return (batch, height, width, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strip_rows=self.strip_rows,
+            mode=self.mode,
+            pool_size=self.pool_size,
+        )
+        return config
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight folding (pure numpy, so each fold is testable on its own)
+
+
+def batch_norm_affine(layer: keras.layers.BatchNormalization) -> Tuple[np.ndarray, np.ndarray]:
+    """The inference-mode BatchNorm as `scale * x + shift`, per channel.
+
+    Args:
+        layer: a built BatchNormalization over the last axis.
+    """
+    if layer.axis not in (-1, len(layer.input.shape) - 1) and layer.axis != [-1]:
+        raise ValueError(f"{layer.name}: only BatchNorm over the last axis can be folded")
+    variance = np.asarray(layer.moving_variance, dtype=np.float64)
+    mean = np.asarray(layer.moving_mean, dtype=np.float64)
+    gamma = np.asarray(layer.gamma, np.float64) if layer.scale else np.ones_like(mean)
+    beta = np.asarray(layer.beta, np.float64) if layer.center else np.zeros_like(mean)
+    scale = gamma / np.sqrt(variance + layer.epsilon)
+    return scale, beta - mean * scale
+
+
+def arelu_gain_and_slope(layer: AReLU) -> Tuple[float, float]:
+    """`(beta', alpha' / beta')`: AReLU(x) = beta' * LeakyReLU(x, alpha' / beta').
+
+    Args:
+        layer: a built AReLU.
+    """
+    alpha = float(np.clip(np.asarray(layer.alpha), 0.01, 0.99))
+    beta = 1.0 + 1.0 / (1.0 + math.exp(-float(np.asarray(layer.beta))))
+    return beta, alpha / beta
+
+
+def fold_conv(
+    conv: keras.layers.Conv2D, scale: np.ndarray, shift: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Kernel and bias of `scale * conv(x) + shift` (scale and shift per output channel).
+
+    Args:
+        conv: a built Conv2D (any bias setting, linear activation).
+        scale: per-channel multiplier.
+        shift: per-channel offset.
+    """
+    kernel = np.asarray(conv.kernel, dtype=np.float64)
+    bias = np.asarray(conv.bias, np.float64) if conv.use_bias else np.zeros(kernel.shape[-1])
+    return (kernel * scale).astype(np.float32), (bias * scale + shift).astype(np.float32)
+
+
+def fold_attention(
+    layer: LocalSelfAttention, scale: np.ndarray, shift: np.ndarray
+) -> List[np.ndarray]:
+    """Weights of `ExportLocalSelfAttention` computing `scale * layer(x) + shift`.
+
+    The softmax weights of every channel sum to one, so `scale * sum(w * v) + shift` equals
+    `sum(w * (scale * v)) + shift`: the scale goes into the value kernel.
+
+    Args:
+        layer: a built LocalSelfAttention with `heads=None`.
+        scale: per-channel multiplier.
+        shift: per-channel offset.
+
+    Returns:
+        [qkv_kernel, relative, bias] in the order of `ExportLocalSelfAttention.weights`.
+    """
+    if layer.heads is not None:
+        raise ValueError(f"{layer.name}: only one head per channel (heads=None) is folded")
+    value = np.asarray(layer.value_kernel, np.float64) * scale
+    qkv = np.concatenate(
+        [np.asarray(layer.query_kernel), np.asarray(layer.key_kernel), value], axis=-1
+    )
+    rel_h, rel_w = np.asarray(layer.rel_h), np.asarray(layer.rel_w)
+    size = layer.kernel_size
+    relative = np.stack(
+        [np.concatenate([rel_h[:, r], rel_w[:, c]]) for r in range(size) for c in range(size)]
+    )
+    return [qkv.astype(np.float32), relative.astype(np.float32), shift.astype(np.float32)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The chain of layers and its rewrite
+
+
+def chain_layers(model: keras.Model) -> List[keras.layers.Layer]:
+    """The layers of a single-input, single-output chain model in order, nested models inlined.
+
+    Args:
+        model: a functional or Sequential model in which every layer takes the previous output.
+
+    Raises:
+        ValueError: the model is not a chain (several inputs or outputs, branches, merges).
+    """
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"model {model.name!r}: only single-input single-output chains convert")
+    layers = []
+    previous = model.inputs[0]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        node = _node_taking(layer, previous)
+        if node is None:
+            raise ValueError(
+                f"model {model.name!r}: layer {layer.name!r} does not take the previous "
+                "layer's output (only chains of layers are rewritten)"
+            )
+        if isinstance(layer, keras.Model):
+            layers.extend(chain_layers(layer))
+        else:
+            layers.append(layer)
+        previous = node.outputs[0]
+    if previous is not model.outputs[0]:
+        raise ValueError(f"model {model.name!r}: the last layer is not the model output")
+    return layers
+
+
+def _node_taking(layer: keras.layers.Layer, tensor):
+    """The call of `layer` whose only input is `tensor` and which has one output, or None.
+
+    A layer called in several graphs (a nested model inside a wrapper) has one node per call,
+    so the calls are searched rather than `layer.input` read.
+    """
+    for node in layer._inbound_nodes:
+        inputs = node.input_tensors
+        if len(inputs) == 1 and inputs[0] is tensor and len(node.outputs) == 1:
+            return node
+    return None
+
+
+def _is_monotone(layer: keras.layers.Layer) -> bool:
+    """True for activations that are non-decreasing (so they commute with max pooling)."""
+    if isinstance(layer, keras.layers.ELU):
+        return layer.alpha >= 0
+    if isinstance(layer, keras.layers.LeakyReLU):
+        return layer.negative_slope >= 0
+    return isinstance(layer, keras.layers.ReLU)
+
+
+def _static_target(layer: keras.layers.Reshape, x) -> Tuple[int, ...]:
+    """The target shape of a Reshape with its -1 resolved for the (static) input `x`."""
+    target = list(layer.target_shape)
+    if -1 in target:
+        known = math.prod(dim for dim in target if dim != -1)
+        target[target.index(-1)] = math.prod(x.shape[1:]) // known
+    return tuple(target)
+
+
+def _is_window_pool(layer) -> bool:
+    """A MaxPooling2D with valid padding and strides equal to its window (no overlap)."""
+    return (
+        isinstance(layer, keras.layers.MaxPooling2D)
+        and layer.padding == "valid"
+        and tuple(layer.strides) == tuple(layer.pool_size)
+        and layer.data_format == "channels_last"
+    )
+
+
+def _copy_later(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A fresh copy of a weightless layer, to be applied later."""
+    if layer.weights:
+        raise ValueError(f"{layer.name}: only weightless activations are moved")
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _copy(layer: keras.layers.Layer, x):
+    """Apply a fresh copy of `layer` (same config and weights) to `x`."""
+    clone = layer.__class__.from_config(layer.get_config())
+    y = clone(x)
+    clone.set_weights(layer.get_weights())
+    return y
+
+
+class _Rewriter:
+    """Walks the layer chain once, emitting the folded inference layers."""
+
+    def __init__(
+        self, layers: Sequence[keras.layers.Layer], mode: str, strip_rows: Optional[int]
+    ):
+        self.layers = list(layers)
+        self.mode = mode
+        self.strip_rows = strip_rows
+        self.position = 0
+
+    def peek(self, offset: int = 0) -> Optional[keras.layers.Layer]:
+        index = self.position + offset
+        return self.layers[index] if index < len(self.layers) else None
+
+    def take(self) -> keras.layers.Layer:
+        layer = self.layers[self.position]
+        self.position += 1
+        return layer
+
+    def run(self, x):
+        while self.peek() is not None:
+            x = self.step(x)
+        return x
+
+    def step(self, x):
+        layer = self.take()
+        if isinstance(layer, keras.layers.Dropout):
+            return x
+        if isinstance(layer, keras.layers.Reshape):
+            return keras.layers.Reshape(_static_target(layer, x), name=layer.name)(x)
+        if type(layer) is keras.layers.Conv2D:
+            return self.spatial_block(layer, x)
+        if isinstance(layer, LocalSelfAttention) and layer.heads is None:
+            return self.spatial_block(layer, x)
+        if isinstance(layer, keras.layers.GlobalMaxPooling2D) and not layer.keepdims:
+            return self.global_max_pool(layer, x)
+        return _copy(layer, x)
+
+    def _affine_after(self, channels: int) -> Tuple[np.ndarray, np.ndarray, float]:
+        """Take a following BatchNorm and AReLU gain: (scale, shift, LeakyReLU slope or None)."""
+        scale, shift = np.ones(channels), np.zeros(channels)
+        if isinstance(self.peek(), keras.layers.BatchNormalization):
+            scale, shift = batch_norm_affine(self.take())
+        slope = None
+        if isinstance(self.peek(), AReLU):
+            gain, slope = arelu_gain_and_slope(self.take())
+            scale, shift = scale * gain, shift * gain
+        return scale, shift, slope
+
+    def spatial_block(self, layer: keras.layers.Layer, x):
+        """Conv or attention, folded with its BatchNorm (and AReLU gain), then pool, then act."""
+        linear = getattr(layer, "activation", keras.activations.linear) is keras.activations.linear
+        if not linear:
+            return _copy(layer, x)
+        scale, shift, slope = self._affine_after(layer.filters)
+        if slope is not None:
+            activation = keras.layers.LeakyReLU(negative_slope=slope, name=f"{layer.name}_act")
+        elif self.peek() is not None and _is_monotone(self.peek()):
+            activation = _copy_later(self.take())
+        else:
+            activation = None
+        # max(f(a), f(b)) = f(max(a, b)) for a non-decreasing f: pool first, on more values.
+        pool = self.peek() if activation is not None else None
+        if isinstance(layer, keras.layers.Conv2D):
+            config = layer.get_config()
+            config.update(use_bias=True)
+            folded = keras.layers.Conv2D.from_config(config)
+            weights = list(fold_conv(layer, scale, shift))
+        else:
+            fuse_pool = _is_window_pool(pool)
+            if fuse_pool:
+                self.take()
+            folded = ExportLocalSelfAttention(
+                layer.filters, layer.kernel_size, self.strip_rows, self.mode,
+                pool_size=pool.pool_size if fuse_pool else None, name=layer.name,
+            )  # fmt: skip
+            weights = fold_attention(layer, scale, shift)
+        x = folded(x)
+        folded.set_weights(weights)
+        if activation is None:
+            return x
+        if isinstance(self.peek(), (keras.layers.MaxPooling2D, keras.layers.GlobalMaxPooling2D)):
+            x = self.step(x)
+        return activation(x)
+
+    def global_max_pool(self, layer: keras.layers.GlobalMaxPooling2D, x):
+        height, width = x.shape[1], x.shape[2]
+        if height is None or width is None:
+            return _copy(layer, x)
+        x = keras.layers.MaxPooling2D((height, width), name=layer.name)(x)
+        return keras.layers.Flatten(name=f"{layer.name}_flat")(x)
+
+
+def inference_model(
+    model: keras.Model,
+    mode: str = "float",
+    n_frames: Optional[int] = None,
+    strip_rows: Optional[int] = None,
+    batch_size: Optional[int] = 1,
+) -> keras.Model:
+    """Rebuild a trained chain model as an equivalent, TFLite-friendly inference graph.
+
+    Args:
+        model: a trained model whose layers form a chain (`tfmood.models.build_model`, possibly
+            behind a `LogMel` front-end as one nested chain).
+        mode: "float" or "int8": the softmax form of the attention layers (see
+            `ExportLocalSelfAttention`); use "int8" for full-integer conversion.
+        n_frames: the length of the last input axis, required when the model takes any length.
+        strip_rows: output rows per strip of the attention layers (None: the mode's default,
+            `DEFAULT_STRIP_ROWS`).
+        batch_size: the static batch size of the graph (None: any).
+
+    Returns:
+        A new model with static shapes whose outputs equal `model(x, training=False)`.
+
+    Raises:
+        ValueError: the model is not a chain, or its input length is unknown and `n_frames` is
+            not given.
+    """
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"`mode` must be one of {ATTENTION_MODES}, got {mode!r}")
+    layers = chain_layers(model)
+    shape = list(model.inputs[0].shape[1:])
+    if shape and shape[-1] is None:
+        if n_frames is None:
+            raise ValueError(f"model {model.name!r} takes any length: pass n_frames")
+        shape[-1] = int(n_frames)
+    elif n_frames is not None and shape and shape[-1] != n_frames:
+        raise ValueError(
+            f"model {model.name!r} takes inputs of length {shape[-1]}, not n_frames={n_frames}"
+        )
+    if any(dim is None for dim in shape):
+        raise ValueError(f"model {model.name!r}: input shape {tuple(shape)} is not static")
+    inputs = keras.Input(shape=tuple(shape), batch_size=batch_size, name=model.inputs[0].name)
+    outputs = _Rewriter(layers, mode, strip_rows).run(inputs)
+    return keras.Model(inputs, outputs, name=f"{model.name}_inference")
