@@ -125,9 +125,17 @@ def test_inference_model_equals_keras_model(preset, mode):
     np.testing.assert_allclose(folded(x), model(x, training=False), atol=1e-5)
 
 
+def numpy_max_pool(x, rows, cols):
+    """Valid, non-overlapping max pooling of (batch, H, W, C): partial windows are dropped."""
+    batch, height, width, channels = x.shape
+    x = x[:, : height // rows * rows, : width // cols * cols]
+    return x.reshape(batch, height // rows, rows, width // cols, cols, channels).max((2, 4))
+
+
 @pytest.mark.parametrize("mode", ["float", "int8"])
 @pytest.mark.parametrize("strip_rows", [None, 1, 2, 4])
-def test_export_attention_matches_numpy_formula(mode, strip_rows):
+@pytest.mark.parametrize("pool_size", [None, (2, 2), (3, 4)])
+def test_export_attention_matches_numpy_formula(mode, strip_rows, pool_size):
     rng = np.random.default_rng(5)
     height, width, in_channels, channels = 7, 5, 3, 6
     wq, wk, wv = (rng.normal(size=(in_channels, channels)).astype("float32") for _ in range(3))
@@ -139,12 +147,17 @@ def test_export_attention_matches_numpy_formula(mode, strip_rows):
                         + [rel_h, rel_w])  # fmt: skip
     from tfmood.fold import fold_attention
 
-    layer = ExportLocalSelfAttention(channels, strip_rows=strip_rows, mode=mode)
+    layer = ExportLocalSelfAttention(channels, strip_rows=strip_rows, mode=mode,
+                                     pool_size=pool_size)  # fmt: skip
     layer.build((1, height, width, in_channels))
     layer.set_weights(fold_attention(trained, scale, shift))
     x = rng.normal(size=(1, height, width, in_channels)).astype("float32") * 2
     expected = scale * numpy_attention(x, wq, wk, wv, rel_h, rel_w) + shift
-    np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-4)
+    if pool_size is not None:
+        expected = numpy_max_pool(expected, *pool_size)
+    outputs = layer(x)
+    assert tuple(outputs.shape) == layer.compute_output_shape(x.shape) == expected.shape
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_chain_layers_inlines_nested_models_and_refuses_branches():

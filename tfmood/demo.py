@@ -41,21 +41,23 @@ class DemoConfig:
         epochs: most epochs per model.
         patience: early-stopping patience on validation ROC-AUC.
         batch_size: examples per step (the paper: 16).
-        learning_rate: Adam learning rate.
+        learning_rate: Adam learning rate (higher than the paper's 1e-4 for the short schedule).
+        dropout: dropout before the dense layer (the narrow demo models keep more features).
         export: export the best model to TFLite when the converters are available.
     """
 
     out_dir: str = "demo_output"
     tracks: int = 480
-    seconds: float = 12.0
+    seconds: float = 10.0
     seed: int = 0
     presets: Sequence[str] = PRESET_ORDER
-    n_frames: int = 448
+    n_frames: int = 320
     width: float = 0.25
     epochs: int = 12
     patience: int = 4
     batch_size: int = 16
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
+    dropout: float = 0.1
     export: bool = True
 
 
@@ -97,6 +99,8 @@ def train_preset(config: DemoConfig, preset: str, info, shard_dirs) -> dict:
         patience=config.patience,
         n_frames=config.n_frames,
         width=config.width,
+        dropout=config.dropout,
+        random_crop=True,
         seed=config.seed,
         tensorboard=False,
         verbose=2,

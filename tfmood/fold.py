@@ -34,11 +34,11 @@ from tfmood.layers import AReLU, LocalSelfAttention
 # kernel), "int8" uses EXP (an int8 lookup table) and max via sub/relu (MAXIMUM has no fast
 # int8 kernel).
 ATTENTION_MODES = ("float", "int8")
-# Output rows per strip (None: the whole map at once). On the 2-core AMD EPYC this was measured
-# on, 2-row strips (cache-resident float tensors) were no faster than the whole map at the
-# paper's sizes and made conversion 4x slower (12x more ops); a CPU with a smaller cache may
-# prefer strips.
-DEFAULT_STRIP_ROWS = {"float": None, "int8": None}
+# Output rows per strip (None: the whole map at once). Float tensors of a 2-row strip stay in
+# cache: the block-3 attention took 8.4 ms in 2-row strips and 10.1 ms whole (minimum over 200
+# runs on the 2-core AMD EPYC it was measured on), at the cost of a 12x longer op list and a
+# slower conversion. int8 tensors are 4x smaller; strips gave nothing there.
+DEFAULT_STRIP_ROWS = {"float": 2, "int8": None}
 
 
 @keras.saving.register_keras_serializable(package="tfmood")
@@ -54,8 +54,8 @@ class ExportLocalSelfAttention(keras.layers.Layer):
     - no 5-D tensors and no softmax over a length-9 last axis (XNNPACK's softmax pays per row):
       the 3x3 neighbours are 9 SLICEs of the padded map, each (1, rows, W, C), and the softmax
       over them is written with element-wise ops that are vectorised over the channels;
-    - optionally the output rows are computed in strips of `strip_rows` rows, so the ~90
-      element-wise ops of a strip work on cache-resident tensors;
+    - the output rows are computed in strips of `strip_rows` rows, so the ~90 element-wise ops
+      of a strip work on cache-resident tensors (float: 2 rows by default);
     - with `pool_size`, the max pooling that follows (after the monotone activation was moved
       behind it) is applied per strip, and rows and columns that valid pooling drops are not
       computed; the bias is added after pooling (max commutes with adding a constant);
@@ -409,7 +409,7 @@ class _Rewriter:
             return self.global_max_pool(layer, x)
         return _copy(layer, x)
 
-    def _affine_after(self, channels: int) -> Tuple[np.ndarray, np.ndarray, float]:
+    def _affine_after(self, channels: int) -> Tuple[np.ndarray, np.ndarray, Optional[float]]:
         """Take a following BatchNorm and AReLU gain: (scale, shift, LeakyReLU slope or None)."""
         scale, shift = np.ones(channels), np.zeros(channels)
         if isinstance(self.peek(), keras.layers.BatchNormalization):
