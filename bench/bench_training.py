@@ -23,7 +23,7 @@ import platform
 import statistics
 import subprocess
 import time
-from typing import Callable, List
+from collections.abc import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -104,7 +104,7 @@ def preset_throughput(preset: str, jit_compile: bool, batch: tuple, args) -> dic
     return {"train": args.batch_size / train, "predict": args.batch_size / predict}
 
 
-def block_input_shapes(n_frames: int) -> List[tuple]:
+def block_input_shapes(n_frames: int) -> list[tuple]:
     """(height, width, channels) that each block of the network sees."""
     from tfmood.models import BLOCK_FILTERS, BLOCK_POOLS
 
@@ -120,8 +120,13 @@ def make_block(block: int, layer: str):
     import keras
 
     from tfmood.models import (
-        BLOCK_FILTERS, BLOCK_LAYERS, BLOCK_POOLS, BN_EPSILON, BN_MOMENTUM, VGGishConfig,
-    )  # fmt: skip
+        BLOCK_FILTERS,
+        BLOCK_LAYERS,
+        BLOCK_POOLS,
+        BN_EPSILON,
+        BN_MOMENTUM,
+        VGGishConfig,
+    )
 
     pool = BLOCK_POOLS[block - 1]
     return keras.Sequential([
@@ -155,7 +160,7 @@ def block_seconds(block, shape: tuple, jit_compile: bool, args) -> float:
     return median_seconds(step, args.warmup, args.steps)
 
 
-def block_rows(args) -> List[str]:
+def block_rows(args) -> list[str]:
     """Each block with its convolution, and blocks 3 to 5 with attention, XLA off and on."""
     rows = []
     shapes = block_input_shapes(args.n_frames)
@@ -218,8 +223,11 @@ def main() -> None:
             f"| {xla['predict']:.2f} |"
         )
     if blocks:
-        print("\nOne block (spatial layer, BatchNorm, ELU, pool), training-mode forward and "
-              "backward, ms per batch; share: of the five convolution blocks together:\n")  # fmt: skip
+        caption = (
+            "\nOne block (spatial layer, BatchNorm, ELU, pool), training-mode forward and "
+            "backward, ms per batch;\nshare: of the five convolution blocks together:\n"
+        )
+        print(caption)
         print("| block | input | conv | conv, XLA | share | attention | attention, XLA "
               "| attention / conv |")  # fmt: skip
         print("|---|---|---:|---:|---:|---:|---:|---:|")

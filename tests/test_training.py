@@ -22,7 +22,7 @@ from tfmood.training import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRACKS, SECONDS, SEED = 30, 4.0, 0
-TINY = dict(n_frames=320, width=0.25, batch_size=4, tensorboard=False, verbose=2)
+TINY = {"n_frames": 320, "width": 0.25, "batch_size": 4, "tensorboard": False, "verbose": 2}
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_run_writes_model_history_curves_and_result(finished_run):
 def test_logged_validation_aucs_equal_sklearn_on_the_best_model(finished_run, corpus):
     # best.keras holds the weights that produced the best epoch's row, whichever epoch that is,
     # so sklearn on its predictions must give the logged numbers exactly.
-    config, result = finished_run
+    _, result = finished_run
     roc, pr = sklearn_validation_aucs(result.best_model, corpus)
     assert result.val_roc_auc == pytest.approx(roc, abs=1e-12)
     assert result.val_pr_auc == pytest.approx(pr, abs=1e-12)
@@ -285,7 +285,7 @@ def test_killed_run_resumes_from_its_backup(corpus, tmp_path):
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     resumed = subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     epoch_lines = [line for line in resumed.stdout.splitlines() if line.startswith("Epoch ")]
@@ -365,9 +365,13 @@ def test_command_line_flags_override_the_config(tmp_path):
             "--heads", "4", "--tensorboard", "off", "--strategy", "mirrored"]  # fmt: skip
     args = build_parser().parse_args(argv)
     overrides = overrides_of(args)
-    assert overrides == dict(
-        batch_size=8, learning_rate=2e-4, heads=4, tensorboard=False, strategy="mirrored"
-    )
+    assert overrides == {
+        "batch_size": 8,
+        "learning_rate": 2e-4,
+        "heads": 4,
+        "tensorboard": False,
+        "strategy": "mirrored",
+    }
     config = TrainConfig.from_yaml(args.config, **overrides)
     assert (config.preset, config.epochs, config.batch_size, config.heads) == ("sa3", 7, 8, 4)
     assert config.tensorboard is False and config.strategy == "mirrored"
@@ -408,9 +412,9 @@ def test_missing_config_file_is_reported(tmp_path, capsys):
 def test_fit_script_trains_and_tests(corpus, tmp_path, monkeypatch):
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(tiny_settings(corpus, tmp_path / "run", epochs=1)))
-    argv = ["fit.py", "--config", str(config_path), "--steps-per-epoch", "2",
-            "--test-tsv", corpus["tsv"]["test"], "--test-root", corpus["shards"]["test"]]
-    monkeypatch.setattr(sys, "argv", argv)  # fmt: skip
+    test_split = ["--test-tsv", corpus["tsv"]["test"], "--test-root", corpus["shards"]["test"]]
+    argv = ["fit.py", "--config", str(config_path), "--steps-per-epoch", "2", *test_split]
+    monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(REPO / "training" / "fit.py"), run_name="__main__")
 
     result = json.loads((tmp_path / "run" / "result.json").read_text())
