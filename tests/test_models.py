@@ -79,6 +79,9 @@ def test_global_last_pool_accepts_any_length_and_matches_fixed_length():
     ({"activations": ("relu",) * 5}, "unknown activations"),
     ({"n_frames": 100}, "n_frames"),
     ({"n_mels": 16}, "n_mels"),
+    ({"width": (0.5, 1.0)}, "1 or 5 values"),
+    ({"width": (0.5, 1.0, 1.0, 0.0, 1.0)}, "positive"),
+    ({"width": "wide"}, "a number or 5 numbers"),
 ])
 def test_bad_configs_are_rejected(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -94,6 +97,15 @@ def test_width_and_tags_are_configurable():
     model = build_model("sa3", width=0.5, n_tags=10, n_frames=None)
     assert model.get_layer("conv_1").filters == 32
     assert model.output_shape == (None, 10)
+
+
+def test_per_block_width_sets_each_block_s_channels():
+    # 64, 128, 128, 128, 64 channels times (0.25, 0.25, 0.5, 1, 1), rounded to even numbers.
+    model = build_model("sa3", width="0.25, 0.25,0.5,1,1", n_frames=None)
+    filters = [model.get_layer(f"conv_{b}").filters for b in range(1, 6)]
+    assert filters == [16, 32, 64, 128, 64]
+    assert VGGishConfig(width=[0.5] * 5).width == (0.5,) * 5
+    assert VGGishConfig(width="0.5").width == 0.5
 
 
 def test_every_preset_saves_and_loads_with_safe_mode(tmp_path):

@@ -140,6 +140,25 @@ def test_logged_validation_aucs_equal_sklearn_on_the_best_model(finished_run, co
     assert result.val_pr_auc == pytest.approx(pr, abs=1e-12)
 
 
+def test_logged_validation_loss_equals_keras_evaluate_on_the_best_model(finished_run, corpus):
+    import keras
+
+    import tfmood.layers  # noqa: F401
+    from tfmood.data import make_dataset
+
+    config, result = finished_run
+    model = keras.saving.load_model(result.best_model, safe_mode=True)
+    model.compile(loss="binary_crossentropy")
+    dataset = make_dataset(
+        corpus["tsv"]["validation"], corpus["shards"]["validation"], "tfrecord",
+        n_frames=TINY["n_frames"], batch_size=TINY["batch_size"], progress=False,
+    )  # fmt: skip
+    keras_loss = model.evaluate(dataset, verbose=0)
+    best = [r for r in read_rows(Path(config.out_dir) / "history.csv")
+            if int(r["epoch"]) + 1 == result.best_epoch][0]
+    assert best["val_loss"] == pytest.approx(keras_loss, rel=1e-5)
+
+
 def test_finished_run_is_not_trained_again(finished_run):
     config, result = finished_run
     out = Path(config.out_dir)
@@ -348,6 +367,37 @@ def test_bad_config_names_the_file_and_the_problem(tmp_path, text, message):
     with pytest.raises(ValueError, match=f"{path}: .*") as error:
         TrainConfig.from_yaml(str(path))
     assert message in str(error.value)
+
+
+def test_width_from_yaml_list_and_command_line(tmp_path):
+    from tfmood.cli import build_parser
+    from tfmood.cli.train import overrides_of
+
+    path = tmp_path / "run.yaml"
+    path.write_text("width: [0.25, 0.25, 0.5, 1, 1]\n")
+    assert TrainConfig.from_yaml(str(path)).width == (0.25, 0.25, 0.5, 1.0, 1.0)
+    args = build_parser().parse_args(["train", "--width", "0.5,0.5,1,1,1"])
+    assert overrides_of(args)["width"] == (0.5, 0.5, 1.0, 1.0, 1.0)
+    # The written config.yaml reads back to the same config.
+    config = TrainConfig(width=(0.5, 0.5, 1, 1, 1), out_dir=str(tmp_path))
+    config.to_yaml(str(tmp_path / "config.yaml"))
+    assert TrainConfig.from_yaml(str(tmp_path / "config.yaml")) == config
+
+
+def test_cosine_schedule_decays_to_zero_over_all_steps(corpus):
+    from tfmood.training import learning_rate, steps_per_epoch
+
+    config = TrainConfig(train_tsv=corpus["tsv"]["train"], batch_size=4, epochs=3,
+                         learning_rate=1e-3, lr_schedule="cosine")
+    n_train = len(open(corpus["tsv"]["train"]).read().splitlines()) - 1  # minus the header
+    steps = -(-n_train // 4)
+    assert steps_per_epoch(config) == steps
+    schedule = learning_rate(config)
+    total = 3 * steps
+    for step in (0, total // 3, total // 2, total):
+        expected = 1e-3 * 0.5 * (1 + np.cos(np.pi * step / total))
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    assert learning_rate(TrainConfig(train_tsv=config.train_tsv)) == 1e-4
 
 
 def test_bad_strategy_is_refused():

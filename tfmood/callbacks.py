@@ -92,13 +92,23 @@ def keep_committed_history(csv_path: str, epochs: int) -> None:
     os.replace(tmp, csv_path)
 
 
+def binary_crossentropy(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean binary cross-entropy, as Keras computes it (scores clipped to [eps, 1 - eps])."""
+    eps = keras.config.epsilon()
+    p = np.clip(np.asarray(scores, dtype=np.float64), eps, 1.0 - eps)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(np.mean(-(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))))
+
+
 class ValidationAUC(keras.callbacks.Callback):
     """Macro ROC-AUC and PR-AUC over the whole validation set, every epoch.
 
-    Predicts the validation dataset (deterministic order) and adds `val_roc_auc` and
-    `val_pr_auc` to the epoch logs, so callbacks after it (checkpoint, early stopping, CSV log)
-    see them. The numbers are those of `tfmood evaluate` on the same predictions, over the tags
-    that have both positive and negative validation tracks (the others are undefined).
+    Predicts the validation dataset (deterministic order) once and adds `val_loss`,
+    `val_roc_auc` and `val_pr_auc` to the epoch logs, so callbacks after it (checkpoint, early
+    stopping, CSV log) see them; `fit` then needs no `validation_data` (a second pass over the
+    validation set). The AUCs are those of `tfmood evaluate` on the same predictions, over the
+    tags that have both positive and negative validation tracks (the others are undefined);
+    `val_loss` is Keras' binary cross-entropy over every tag.
 
     Args:
         dataset: validation dataset of (mel, labels) batches, not shuffled.
@@ -109,16 +119,18 @@ class ValidationAUC(keras.callbacks.Callback):
         super().__init__()
         self.dataset = dataset
         self.columns = metrics.defined_columns(labels)
-        self.labels = np.asarray(labels, dtype=bool)[:, self.columns]
+        self.all_labels = np.asarray(labels, dtype=bool)
+        self.labels = self.all_labels[:, self.columns]
         if self.columns.size == 0:
             raise ValueError(
                 "the validation split has no tag with both positive and negative tracks"
             )
 
     def on_epoch_end(self, epoch, logs=None):
-        scores = self.model.predict(self.dataset, verbose=0)[:, self.columns]
-        scores = np.clip(scores, 0.0, 1.0)
+        predictions = self.model.predict(self.dataset, verbose=0)
+        scores = np.clip(predictions[:, self.columns], 0.0, 1.0)
         logs = logs if logs is not None else {}
+        logs["val_loss"] = binary_crossentropy(self.all_labels, predictions)
         logs["val_roc_auc"] = metrics.macro_roc_auc(self.labels, scores)
         logs["val_pr_auc"] = metrics.macro_pr_auc(self.labels, scores)
         print(f" - val_roc_auc: {logs['val_roc_auc']:.4f} - val_pr_auc: {logs['val_pr_auc']:.4f}")

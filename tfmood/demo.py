@@ -5,9 +5,13 @@ evaluate each on the test split, late-fuse as the paper does, print a table in t
 paper's Table 1, export the best model to TFLite, and write everything under one folder. Every
 stage skips what a previous run already finished, so an interrupted demo resumes.
 
-The demo is sized to run on a 2-core CPU in minutes: shorter clips and narrower models than the
-paper's (`DemoConfig`); the GFLOPs and parameters in the table are those of the paper's full
-models at 96 x 1400, computed, and the ROC-AUC/PR-AUC are those of the demo's models.
+The demo is sized to run on a 2-core CPU within 15 minutes: shorter clips and narrower models than
+the paper's (`DemoConfig`); the GFLOPs and parameters in the table are those of the paper's full
+models at 96 x 1400, computed, and the ROC-AUC/PR-AUC are those of the demo's models. The demo
+models keep the paper's channels in the late blocks and a quarter of them in the first two
+(`width`): the first blocks run on the large maps and set the cost of a step, while the late
+blocks hold the features the 56 tags are read from (with a quarter everywhere, the models learned
+the corpus far more slowly per epoch).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,26 +42,28 @@ class DemoConfig:
         seed: seed of the corpus and of training.
         presets: the models to train.
         n_frames: frames per training example (the paper: 1400, about 30 s).
-        width: channel multiplier of every model (the paper: 1.0).
+        width: channel multiplier of each block (the paper: 1.0 everywhere).
         epochs: most epochs per model.
         patience: early-stopping patience on validation ROC-AUC.
         batch_size: examples per step (the paper: 16).
         learning_rate: Adam learning rate (higher than the paper's 1e-4 for the short schedule).
+        lr_schedule: "constant" or "cosine" (see TrainConfig).
         dropout: dropout before the dense layer (the narrow demo models keep more features).
         export: export the best model to TFLite when the converters are available.
     """
 
     out_dir: str = "demo_output"
-    tracks: int = 480
-    seconds: float = 10.0
+    tracks: int = 1200
+    seconds: float = 8.0
     seed: int = 0
     presets: Sequence[str] = PRESET_ORDER
     n_frames: int = 320
-    width: float = 0.25
-    epochs: int = 12
-    patience: int = 4
+    width: Tuple[float, ...] = (0.25, 0.25, 0.5, 1.0, 1.0)
+    epochs: int = 5
+    patience: int = 5
     batch_size: int = 16
     learning_rate: float = 3e-3
+    lr_schedule: str = "constant"
     dropout: float = 0.1
     export: bool = True
 
@@ -95,6 +102,7 @@ def train_preset(config: DemoConfig, preset: str, info, shard_dirs) -> dict:
         out_dir=os.path.join(config.out_dir, "models", preset),
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
+        lr_schedule=config.lr_schedule,
         epochs=config.epochs,
         patience=config.patience,
         n_frames=config.n_frames,
@@ -103,7 +111,8 @@ def train_preset(config: DemoConfig, preset: str, info, shard_dirs) -> dict:
         random_crop=True,
         seed=config.seed,
         tensorboard=False,
-        verbose=2,
+        # A live progress bar on a terminal; one line per epoch in a log file.
+        verbose=1 if sys.stdout.isatty() else 2,
     )
     return train(run).as_dict()
 
@@ -241,10 +250,10 @@ def run_demo(config: DemoConfig) -> Dict[str, dict]:
     write_json(os.path.join(config.out_dir, "results.json"),
                {"config": dataclasses.asdict(config), "rows": rows})
     print(table, flush=True)
-    single = [r for r in rows if r["model"] in trained]
-    best = max(single, key=lambda r: r["roc_auc"])
+    # The model to deploy is chosen on validation data, as a user would: not on the test split.
+    best = max(config.presets, key=lambda p: trained[p]["val_roc_auc"])
     if config.export:
-        exports = export_best(config, best["model"], trained[best["model"]]["best_model"], info)
+        exports = export_best(config, best, trained[best]["best_model"], info)
         if exports:
             write_json(os.path.join(config.out_dir, "export", "report.json"), exports)
     _log(f"done in {time.perf_counter() - started:.0f} s; everything is in {config.out_dir}")

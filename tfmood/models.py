@@ -24,6 +24,33 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
+# One channel multiplier for every block, or one per block.
+Width = Union[float, Tuple[float, ...]]
+
+
+def parse_width(value) -> Width:
+    """A width from Python, YAML or the command line: 0.5, "0.5", [0.25, ...] or "0.25,0.5,...".
+
+    Returns a float, or a tuple of one positive float per block.
+    """
+    if isinstance(value, str):
+        value = [part for part in value.replace(" ", "").split(",") if part]
+        value = value[0] if len(value) == 1 else value
+    try:
+        if isinstance(value, (list, tuple)):
+            widths = tuple(float(v) for v in value)
+        else:
+            widths = (float(value),)
+    except (TypeError, ValueError):
+        raise ValueError(f"`width` must be a number or {len(BLOCK_FILTERS)} numbers, "
+                         f"got {value!r}") from None
+    if len(widths) not in (1, len(BLOCK_FILTERS)):
+        raise ValueError(f"`width` needs 1 or {len(BLOCK_FILTERS)} values, got {len(widths)}")
+    if min(widths) <= 0:
+        raise ValueError(f"`width` must be positive, got {value!r}")
+    return widths[0] if len(widths) == 1 else widths
+
+
 @dataclasses.dataclass(frozen=True)
 class VGGishConfig:
     """Architecture of one VGG-ish model.
@@ -32,7 +59,8 @@ class VGGishConfig:
         layers: per block, the spatial layer: one of `BLOCK_LAYERS` ("conv", "attention", ...).
         activations: per block, "elu" or "arelu".
         heads: attention heads for "attention" blocks (None: one per channel, as the paper).
-        width: multiplier of every block's channel count (rounded to an even number).
+        width: multiplier of the blocks' channel counts (rounded to an even number): one for
+            every block, or one per block (see `parse_width`).
         n_tags: number of output tags.
         n_mels: mel bands of the input.
         n_frames: frames of the input, or None for any length (>= `min_frames`).
@@ -42,7 +70,7 @@ class VGGishConfig:
     layers: Tuple[str, ...] = ("conv",) * 5
     activations: Tuple[str, ...] = ("elu",) * 5
     heads: Optional[int] = None
-    width: float = 1.0
+    width: Width = 1.0
     n_tags: int = N_TAGS
     n_mels: int = 96
     n_frames: Optional[int] = 1400
@@ -60,8 +88,7 @@ class VGGishConfig:
             unknown = sorted(set(values) - set(valid))
             if unknown:
                 raise ValueError(f"unknown {name} {unknown}; valid: {sorted(valid)}")
-        if self.width <= 0:
-            raise ValueError(f"`width` must be positive, got {self.width}")
+        object.__setattr__(self, "width", parse_width(self.width))
         min_mels = _pool_product(0)
         if self.n_mels < min_mels:
             raise ValueError(f"`n_mels` must be >= {min_mels}, got {self.n_mels}")
@@ -70,7 +97,14 @@ class VGGishConfig:
 
     @property
     def filters(self) -> Tuple[int, ...]:
-        return tuple(max(2, 2 * round(f * self.width / 2)) for f in BLOCK_FILTERS)
+        return tuple(max(2, 2 * round(f * w / 2)) for f, w in zip(BLOCK_FILTERS, self.widths))
+
+    @property
+    def widths(self) -> Tuple[float, ...]:
+        """The channel multiplier of each block."""
+        if isinstance(self.width, tuple):
+            return self.width
+        return (self.width,) * len(BLOCK_FILTERS)
 
     def replace(self, **changes) -> "VGGishConfig":
         return dataclasses.replace(self, **changes)

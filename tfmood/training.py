@@ -32,6 +32,18 @@ from typing import Optional
 import yaml
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class Width:
+    """The type of `TrainConfig.width` for YAML and the command line (see models.parse_width)."""
+
+    def __new__(cls, value):
+        from tfmood.models import parse_width
+
+        return parse_width(value)
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything one training run needs; the defaults are the paper's settings.
@@ -46,10 +58,13 @@ class TrainConfig:
         out_dir: where the run's files go.
         batch_size: examples per step (the paper: 16).
         learning_rate: Adam learning rate (the paper: 1e-4).
+        lr_schedule: "constant" (the paper) or "cosine": decay per step from `learning_rate` to 0
+            over `epochs`, which suits short schedules that stop at a fixed epoch.
         epochs: most epochs (the paper: 100).
         patience: epochs without validation ROC-AUC improvement before stopping (the paper: 35).
         n_frames: frames per training example (the paper: the first 1400).
-        width: channel multiplier of the model.
+        width: channel multiplier of the model: one number, or one per block
+            ("0.25,0.25,0.5,1,1" on the command line, a list in YAML).
         heads: attention heads (None: one per channel).
         dropout: dropout before the dense layer.
         seed: seed of weights, shuffling and augmentation.
@@ -74,10 +89,11 @@ class TrainConfig:
     out_dir: str = "runs/baseline"
     batch_size: int = 16
     learning_rate: float = 1e-4
+    lr_schedule: str = "constant"
     epochs: int = 100
     patience: int = 35
     n_frames: int = 1400
-    width: float = 1.0
+    width: Width = 1.0
     heads: Optional[int] = None
     dropout: float = 0.5
     seed: int = 0
@@ -100,6 +116,11 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "n_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.width = Width(self.width)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
@@ -120,7 +141,9 @@ class TrainConfig:
     def to_yaml(self, path: str) -> None:
         tmp = path + ".tmp"
         with open(tmp, "w") as handle:
-            yaml.safe_dump(dataclasses.asdict(self), handle, sort_keys=False)
+            values = dataclasses.asdict(self)
+            values["width"] = list(self.width) if isinstance(self.width, tuple) else self.width
+            yaml.safe_dump(values, handle, sort_keys=False)
         os.replace(tmp, path)
 
 
@@ -141,6 +164,11 @@ def field_types() -> dict:
 def _coerce(name: str, value, path: str):
     """A YAML value as its field's type (YAML reads `1e-4` as a string, `1` as an int)."""
     kind = field_types()[name]
+    if kind is Width:
+        try:
+            return Width(value)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
     if value is None or isinstance(value, kind):
         return value
     if kind is float and not isinstance(value, bool):
@@ -256,6 +284,27 @@ def tag_prior_bias(tsv: str, epsilon: float = 1e-3):
     return np.log(frequency / (1 - frequency)).astype("float32")
 
 
+def steps_per_epoch(config: TrainConfig) -> int:
+    """Training steps of one epoch: `config.steps_per_epoch`, else batches of the train split."""
+    import math
+
+    from tfmood.metadata import read_split
+
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    return max(1, math.ceil(len(read_split(config.train_tsv)) / config.batch_size))
+
+
+def learning_rate(config: TrainConfig):
+    """Adam's learning rate: a constant, or a per-step cosine decay over all epochs."""
+    import keras
+
+    if config.lr_schedule == "constant" or not config.train_tsv:
+        return config.learning_rate
+    total = config.epochs * steps_per_epoch(config)
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total)
+
+
 def build_and_compile(config: TrainConfig):
     """The preset model, compiled with Adam and binary cross-entropy."""
     import keras
@@ -275,7 +324,7 @@ def build_and_compile(config: TrainConfig):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate(config)),
         loss="binary_crossentropy",
         jit_compile=config.jit_compile,
     )
@@ -405,7 +454,6 @@ def _fit(config: TrainConfig, strategy, write_dir: str) -> TrainResult:
             callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, "logs")))
         model.fit(
             train_data,
-            validation_data=validation_data,
             epochs=config.epochs,
             steps_per_epoch=config.steps_per_epoch,
             callbacks=callbacks,
