@@ -1,7 +1,9 @@
+from functools import partial
+
 import numpy as np
 import pytest
-
 from layer_checks import run_layer_checks
+
 from tfmood.layers import AReLU, LocalSelfAttention
 
 
@@ -77,6 +79,86 @@ def test_local_self_attention_matches_reference(heads, shape):
                       + [rel_h, rel_w])
     expected = reference_attention(x, wq, wk, wv, rel_h, rel_w, heads)
     np.testing.assert_allclose(np.asarray(layer(x)), expected, atol=1e-5)
+
+
+def numerical_vjp(function, arrays, cotangent, eps=1e-6):
+    """Gradients of sum(cotangent * function(*arrays)) by central differences, in float64."""
+    grads = []
+    for index, array in enumerate(arrays):
+        grad = np.zeros_like(array)
+        for position in np.ndindex(array.shape):
+            shifted = [a.copy() for a in arrays]
+            shifted[index][position] += eps
+            plus = np.sum(cotangent * function(*shifted))
+            shifted[index][position] -= 2 * eps
+            minus = np.sum(cotangent * function(*shifted))
+            grad[position] = (plus - minus) / (2 * eps)
+        grads.append(grad)
+    return grads
+
+
+@pytest.mark.parametrize("heads", [None, 2])
+@pytest.mark.parametrize("shape", [(4, 5), (1, 1), (2, 3)])
+def test_local_self_attention_gradients_match_finite_differences(heads, shape):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    in_channels, channels = 3, 4
+    x = rng.normal(size=(2,) + shape + (in_channels,))
+    wq, wk, wv = (rng.normal(size=(in_channels, channels)) for _ in range(3))
+    rel_h, rel_w = (rng.normal(size=(channels // 2, 3)) for _ in range(2))
+    cotangent = rng.normal(size=(2,) + shape + (channels,))
+    arrays = [x, wq, wk, wv, rel_h, rel_w]
+    expected = numerical_vjp(partial(reference_attention, heads=heads), arrays, cotangent)
+
+    layer = LocalSelfAttention(channels, heads=heads)
+    layer.build((None, None, None, in_channels))
+    layer.set_weights([w.reshape(1, 1, in_channels, channels).astype("float32")
+                       for w in (wq, wk, wv)] + [rel_h.astype("float32"), rel_w.astype("float32")])
+    inputs = tf.constant(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = tf.reduce_sum(tf.constant(cotangent, tf.float32) * layer(inputs))
+    variables = [layer.query_kernel, layer.key_kernel, layer.value_kernel, layer.rel_h,
+                 layer.rel_w]
+    grads = tape.gradient(loss, [inputs] + [v.value for v in variables])
+    for name, grad, want in zip(["x", "wq", "wk", "wv", "rel_h", "rel_w"], grads, expected):
+        assert np.abs(want).max() > 1e-3, name  # the comparison below is not vacuous
+        np.testing.assert_allclose(np.asarray(grad).reshape(want.shape), want, rtol=1e-4,
+                                   atol=1e-4 * np.abs(want).max(), err_msg=name)
+
+
+def test_local_self_attention_softmax_is_stable_for_large_logits():
+    rng = np.random.default_rng(3)
+    layer = LocalSelfAttention(4)
+    x = rng.normal(size=(1, 3, 4, 2)).astype("float32")
+    layer(x)
+    wq, wk, wv = (30 * rng.normal(size=(2, 4)).astype("float32") for _ in range(3))
+    rel_h, rel_w = (rng.normal(size=(2, 3)).astype("float32") for _ in range(2))
+    layer.set_weights([w.reshape(1, 1, 2, 4) for w in (wq, wk, wv)] + [rel_h, rel_w])
+    expected = reference_attention(x.astype("float64"), wq, wk, wv, rel_h, rel_w)
+    outputs = np.asarray(layer(x))
+    assert np.isfinite(outputs).all()
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("heads", [None, 2])
+def test_local_self_attention_converts_to_tflite_builtins(heads):
+    import keras
+
+    from tfmood import export
+
+    rng = np.random.default_rng(4)
+    inputs = keras.Input((5, 6, 3), batch_size=1)
+    layer = LocalSelfAttention(8, heads=heads)
+    model = keras.Model(inputs, layer(inputs))
+    wq, wk, wv = (rng.normal(size=(3, 8)).astype("float32") for _ in range(3))
+    rel_h, rel_w = (rng.normal(size=(4, 3)).astype("float32") for _ in range(2))
+    layer.set_weights([w.reshape(1, 1, 3, 8) for w in (wq, wk, wv)] + [rel_h, rel_w])
+    flatbuffer = export.convert(model, "float32", rewrite=False)  # raises on non-builtin ops
+    x = rng.normal(size=(1, 5, 6, 3)).astype("float32")
+    expected = reference_attention(x, wq, wk, wv, rel_h, rel_w, heads)
+    np.testing.assert_allclose(export.run_tflite(flatbuffer, x), expected, atol=1e-5)
 
 
 def test_local_self_attention_parameter_count_is_independent_of_heads():

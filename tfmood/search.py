@@ -283,15 +283,16 @@ class Budget:
 
 
 def _local_attention_bytes(layer, input_shape, dtype_bytes: int) -> int:
-    """Working set of LocalSelfAttention's softmax: logits and weights, k*k per output value."""
+    """Working set of LocalSelfAttention kept for the backward pass: the shifted keys, shifted
+    values and softmax scores, k*k of each per output value."""
     height, width = input_shape[0], input_shape[1]
-    return 2 * layer.kernel_size**2 * height * width * layer.filters * dtype_bytes
+    return 3 * layer.kernel_size**2 * height * width * layer.filters * dtype_bytes
 
 
 def peak_activation_bytes(model, dtype_bytes: int = 4) -> int:
     """tfmood.complexity's peak (largest input plus output of a layer), raised to the working
     set inside attention layers: a layer's `count_activation_bytes(input_shape)` when it has
-    one, the neighbourhood stacks of LocalSelfAttention."""
+    one, the per-neighbour tensors LocalSelfAttention keeps."""
     from tfmood.complexity import model_complexity
     from tfmood.layers import LocalSelfAttention
 

@@ -1,5 +1,100 @@
+"""Stand-alone local self-attention (Ramachandran et al.), written for fast training on CPU.
+
+The softmax over the k*k neighbours is computed without stacking them into a 5-D tensor: the
+neighbours are k*k shifted slices of the zero-padded keys and values, and the softmax is a
+running maximum, one `exp` per neighbour and `add_n` sums, all vectorised over the channels. The
+backward pass is written by hand (`tf.custom_gradient`): automatic differentiation of that graph
+would also differentiate the maximum (whose gradient is zero, the softmax being shift-invariant)
+and keep many more intermediate tensors. Measured forward + backward on CPU, see
+bench/bench_attention.py.
+"""
+
+import functools
+
 import keras
+import tensorflow as tf
 from keras import ops
+
+
+def _neighbours(padded, kernel_size: int):
+    """The k*k shifted (batch, height, width, ...) views of a padded map, row-major."""
+    last = kernel_size - 1
+    return [
+        padded[:, row : (row - last) or None, col : (col - last) or None]
+        for row in range(kernel_size)
+        for col in range(kernel_size)
+    ]
+
+
+def _place(parts, kernel_size: int):
+    """Sum of per-neighbour gradients, each zero-padded back to its offset in the padded map."""
+    last = kernel_size - 1
+    offsets = [(row, col) for row in range(kernel_size) for col in range(kernel_size)]
+    rank = len(parts[0].shape)
+    return tf.add_n(
+        [
+            tf.pad(part, [[0, 0], [row, last - row], [col, last - col]] + [[0, 0]] * (rank - 3))
+            for part, (row, col) in zip(parts, offsets)
+        ]
+    )
+
+
+@functools.cache
+def _attention_core(kernel_size: int, grouped: bool):
+    """Softmax attention of each query over its k*k neighbours, with a hand-written gradient.
+
+    The returned function takes `query` (batch, height, width, *channels), `keys` and `values`
+    zero-padded by k // 2 on both spatial axes, and `relative` (k*k, *channels), one embedding
+    per neighbour (row-major). `channels` is (filters,) for one head per channel, or
+    (heads, filters // heads) when `grouped`: then the logits are summed over the last axis and
+    the weights broadcast back over it.
+    """
+
+    def head_sum(tensor):
+        return tf.reduce_sum(tensor, axis=-1, keepdims=True) if grouped else tensor
+
+    def forward(query, keys, values, relative):
+        shifted_keys = [
+            key + rel for key, rel in zip(_neighbours(keys, kernel_size), tf.unstack(relative))
+        ]
+        shifted_values = _neighbours(values, kernel_size)
+        logits = [head_sum(query * key) for key in shifted_keys]
+        top = logits[0]
+        for logit in logits[1:]:
+            top = tf.maximum(top, logit)
+        scores = [tf.exp(logit - top) for logit in logits]
+        total = tf.add_n(scores)
+        outputs = tf.add_n([s * v for s, v in zip(scores, shifted_values)]) / total
+        return outputs, (shifted_keys, shifted_values, scores, total)
+
+    @tf.custom_gradient
+    def attend(query, keys, values, relative):
+        outputs, (shifted_keys, shifted_values, scores, total) = forward(
+            query, keys, values, relative
+        )
+
+        def gradient(upstream):
+            # With w = scores / total: d values_n = w_n * g and
+            # d logit_n = w_n * sum_head(g * (values_n - outputs)).
+            scaled = upstream / total
+            value_grads, key_grads, query_grads = [], [], []
+            for score, key, value in zip(scores, shifted_keys, shifted_values):
+                value_grad = score * scaled
+                logit_grad = head_sum(value_grad * (value - outputs))
+                value_grads.append(value_grad)
+                key_grads.append(logit_grad * query)
+                query_grads.append(logit_grad * key)
+            relative_grad = tf.stack([tf.reduce_sum(g, axis=[0, 1, 2]) for g in key_grads])
+            return (
+                tf.add_n(query_grads),
+                _place(key_grads, kernel_size),
+                _place(value_grads, kernel_size),
+                relative_grad,
+            )
+
+        return outputs, gradient
+
+    return attend
 
 
 @keras.saving.register_keras_serializable(package="tfmood")
@@ -15,8 +110,11 @@ class LocalSelfAttention(keras.layers.Layer):
     are split into N groups and the logits are summed within a group (the dot-product form of
     Ramachandran et al.); the parameter count is the same.
 
-    Only pad, strided slices, 1x1 convolutions, mul/add, softmax and reductions are used, so the
-    layer converts to TFLite builtin ops, and it works for any height and width.
+    Only pad, strided slices, 1x1 convolutions, element-wise ops (mul, add, sub, maximum, exp,
+    div), add_n and reductions are used, so the layer converts to TFLite builtin ops, and it
+    works for any height and width. The softmax is computed per neighbour slice with a
+    hand-written gradient (see the module docstring): about 7x faster to train on CPU than a
+    softmax over a stacked 5-D tensor.
 
     Args:
         filters: number of output channels (even, since the relative embedding halves them).
@@ -85,46 +183,31 @@ class LocalSelfAttention(keras.layers.Layer):
         )
         self.built = True
 
-    def _neighbours(self, padded):
-        """The k*k shifted views of a padded map, row-major over the neighbourhood."""
-        last = self.kernel_size - 1
-        views = []
-        for row in range(self.kernel_size):
-            for col in range(self.kernel_size):
-                views.append(padded[:, row : (row - last) or None, col : (col - last) or None, :])
-        return views
-
     def _relative_embeddings(self):
-        """One (filters,) vector per neighbour: rel_h[:, row] then rel_w[:, col]."""
-        return [
-            ops.concatenate([self.rel_h[:, row], self.rel_w[:, col]], axis=0)
-            for row in range(self.kernel_size)
-            for col in range(self.kernel_size)
-        ]
+        """(k*k, filters): row `r * k + c` is rel_h[:, r] then rel_w[:, c]."""
+        k = self.kernel_size
+        rows = ops.repeat(ops.transpose(self.rel_h), k, axis=0)
+        cols = ops.tile(ops.transpose(self.rel_w), (k, 1))
+        return ops.concatenate([rows, cols], axis=1)
 
-    def _group_matrix(self):
-        """(filters, heads) 0/1 matrix that sums channels within a head."""
-        size = self.filters // self.heads
-        channel_head = ops.arange(self.filters) // size
-        return ops.cast(ops.equal(channel_head[:, None], ops.arange(self.heads)[None, :]), "float32")
+    def _split_heads(self, tensor):
+        """(..., filters) -> (..., heads, filters // heads)."""
+        shape = tf.concat([tf.shape(tensor)[:-1], [self.heads, self.filters // self.heads]], 0)
+        return tf.reshape(tensor, shape)
 
     def call(self, inputs):
         pad = self.kernel_size // 2
         padding = [[0, 0], [pad, pad], [pad, pad], [0, 0]]
         # The projections have no bias, so projecting then padding equals padding then projecting.
         query = ops.conv(inputs, self.query_kernel)
-        keys = self._neighbours(ops.pad(ops.conv(inputs, self.key_kernel), padding))
-        values = self._neighbours(ops.pad(ops.conv(inputs, self.value_kernel), padding))
-
-        logits = [query * (key + rel) for key, rel in zip(keys, self._relative_embeddings())]
-        if self.heads is not None:
-            groups = self._group_matrix()
-            logits = [ops.matmul(logit, groups) for logit in logits]
-        weights = ops.softmax(ops.stack(logits, axis=-1), axis=-1)
-        if self.heads is not None:
-            # Back from (..., heads, k*k) to one weight per channel.
-            weights = ops.einsum("bhwnk,cn->bhwck", weights, groups)
-        return ops.sum(weights * ops.stack(values, axis=-1), axis=-1)
+        keys = ops.pad(ops.conv(inputs, self.key_kernel), padding)
+        values = ops.pad(ops.conv(inputs, self.value_kernel), padding)
+        relative = self._relative_embeddings()
+        if self.heads is None:
+            return _attention_core(self.kernel_size, False)(query, keys, values, relative)
+        query, keys, values, relative = map(self._split_heads, (query, keys, values, relative))
+        outputs = _attention_core(self.kernel_size, True)(query, keys, values, relative)
+        return tf.reshape(outputs, tf.concat([tf.shape(outputs)[:-2], [self.filters]], 0))
 
     def count_macs(self, input_shape) -> int:
         """Multiply-accumulates for one example of `input_shape` (batch dimension excluded).
