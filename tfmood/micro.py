@@ -2,15 +2,20 @@
 
     build_micro_model(...) -> keras.Model                 a small strided CNN on 96 x 320 windows
     export_micro(model, out_path, ...) -> report dict     int8, run in TFLM, C array, resolver
-    train_micro(...) -> report dict                       fit on a corpus, clip ROC-AUC
+    train_micro(...) -> report dict                       fit on a corpus (optionally distilled
+                                                          from a full model), clip ROC-AUC
     aggregate_windows(window_scores) -> clip scores      mean over windows (as the firmware does)
 
 The board class is an Arduino Nano 33 BLE Sense (nRF52840: 256 KB RAM, 1 MB flash): the TFLM
 tensor arena must stay within 256 KB and the model within 1 MB, int8 end to end. The full-size
 models cannot fit (their first block alone holds several MB of activations), so the micro model
-reads a short window (320 frames, 6.8 s) and halves both axes at every convolution: its largest
-activation is the first conv output, 48 x 160 x 8 int8 = 60 KB. A clip is scored by running the
-model on consecutive windows and averaging their scores.
+reads a short window (320 frames, 6.8 s) and halves both axes at each of its first convolutions,
+so the arena is set by the two largest (early) activations, live together: 48 x 160 x 16 and
+24 x 80 x 32 int8, 184,320 bytes (the trained model's arena: 191,280 bytes). Its late layers are
+wide (128 channels, an extra convolution at the lowest resolution): on these small maps they cost
+little arena, and late capacity is what limits learning on the synthetic corpus (as for the full
+models). Global max and mean pooling are concatenated. A clip is scored by running the model on
+consecutive windows and averaging their scores.
 
 Every export is run in the real TFLM interpreter (the `tflite-micro` package): it must allocate
 within the arena budget, and its int8 outputs must equal the standard TFLite interpreter's on the
@@ -33,7 +38,8 @@ ARENA_BUDGET = 256 * 1024
 FLASH_BUDGET = 1024 * 1024
 N_MELS = 96
 WINDOW_FRAMES = 320  # 320 hops of 256 samples at 12 kHz: 6.8 s
-DEFAULT_FILTERS = (8, 16, 32, 64)
+DEFAULT_FILTERS = (16, 32, 64, 128)  # stride-2 convolutions
+DEFAULT_HEAD_FILTERS = (128,)  # stride-1 convolutions at the lowest resolution
 # Room left above the measured arena in the firmware constant (TFLM's own bookkeeping varies a
 # little between builds and targets).
 ARENA_MARGIN = 1024
@@ -77,37 +83,56 @@ def build_micro_model(
     n_tags: int = 56,
     dropout: float = 0.2,
     name: str = "micro_cnn",
+    head_filters: Sequence[int] = DEFAULT_HEAD_FILTERS,
 ):
-    """A small CNN for TFLM: strided 3x3 convolutions, global max pool, sigmoid dense.
+    """A small CNN for TFLM: strided 3x3 convolutions, 3x3 convolutions at the lowest
+    resolution, global max and mean pool, sigmoid dense.
 
-    Each convolution (stride 2, BatchNorm folded at conversion, ReLU) halves both axes, so the
-    activations shrink as the channels grow. The input is log-mel dB, normalised by a BatchNorm.
+    Each strided convolution (stride 2, BatchNorm folded at conversion, ReLU) halves both axes,
+    so the activations shrink as the channels grow; the head convolutions (stride 1) then add
+    capacity where the maps are smallest. The input is log-mel dB, normalised by a BatchNorm.
+    Every layer converts to a TFLM builtin (CONV_2D, MAX_POOL_2D, AVERAGE_POOL_2D,
+    CONCATENATION, ...).
 
     Args:
         n_mels: mel bands of the input.
         n_frames: frames per window.
-        filters: channels of the convolutions, one stride-2 convolution each.
+        filters: channels of the strided convolutions, one stride-2 convolution each.
         n_tags: outputs (sigmoid scores).
         dropout: before the dense layer (training only).
         name: model name.
+        head_filters: channels of the stride-1 convolutions after them (may be empty).
 
     Returns:
         A Keras model (batch, n_mels, n_frames) -> (batch, n_tags).
     """
     import keras
 
-    if not filters or any(int(f) < 1 for f in filters):
-        raise ValueError(f"filters must be positive channel counts, got {list(filters)}")
+    for label, values, least in (("filters", filters, 1), ("head_filters", head_filters, 0)):
+        if len(values) < least or any(int(f) < 1 for f in values):
+            raise ValueError(f"{label} must be positive channel counts, got {list(values)}")
     mel = keras.Input(shape=(n_mels, n_frames), name="mel")
     x = keras.layers.Reshape((n_mels, n_frames, 1), name="channel")(mel)
     x = keras.layers.BatchNormalization(name="input_norm")(x)
-    for index, channels in enumerate(filters):
+    layers = [(int(c), 2) for c in filters] + [(int(c), 1) for c in head_filters]
+    for index, (channels, stride) in enumerate(layers):
         x = keras.layers.Conv2D(
-            int(channels), 3, strides=2, padding="same", use_bias=False, name=f"conv_{index}"
+            channels, 3, strides=stride, padding="same", use_bias=False, name=f"conv_{index}"
         )(x)
         x = keras.layers.BatchNormalization(name=f"norm_{index}")(x)
         x = keras.layers.ReLU(name=f"relu_{index}")(x)
-    x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
+    # Global max and mean as pools over the whole map (MAX_POOL_2D, AVERAGE_POOL_2D): TFLM's
+    # CMSIS-NN build has optimised int8 kernels for pools, not for REDUCE_MAX or MEAN.
+    window = tuple(x.shape[1:3])
+    pooled = [
+        keras.layers.Flatten(name="max_flat")(
+            keras.layers.MaxPooling2D(window, name="max_pool")(x)
+        ),
+        keras.layers.Flatten(name="mean_flat")(
+            keras.layers.AveragePooling2D(window, name="mean_pool")(x)
+        ),
+    ]
+    x = keras.layers.Concatenate(name="pool")(pooled)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     scores = keras.layers.Dense(n_tags, activation="sigmoid", name="scores")(x)
     return keras.Model(mel, scores, name=name)
@@ -496,21 +521,106 @@ def _split_tsv(corpus: str, split: str) -> str:
     return os.path.join(corpus, SPLIT_NAME.format(split=split))
 
 
+def distillation_targets(labels, teacher_scores, weight: float):
+    """Training targets mixed from the labels and a teacher's scores: (1 - w) y + w t.
+
+    Args:
+        labels: (batch, tags) 0/1 labels.
+        teacher_scores: (batch, tags) sigmoid scores of the teacher on the same inputs.
+        weight: the teacher's share, in [0, 1] (0: the labels only).
+    """
+    return (1.0 - weight) * labels + weight * teacher_scores
+
+
+def _check_distill_weight(weight: float) -> float:
+    weight = float(weight)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"distill_weight must be in [0, 1], got {weight}")
+    return weight
+
+
+def distillation_model(student, teacher, weight: float = 0.5):
+    """The student wrapped for training on soft targets from a frozen teacher.
+
+    The loss compiled into the wrapper is taken against `distillation_targets` of the batch's
+    labels and the teacher's scores on the same (randomly cropped) inputs, so the teacher runs
+    inside the training step and no scores are stored. Compiled metrics still see the labels.
+    The student's layers are shared: after `fit`, save or export `student` itself.
+
+    Args:
+        student: the Keras model trained.
+        teacher: a Keras model taking the same inputs (e.g. a full VGG-ish model of any length).
+        weight: the teacher's share of the targets, in [0, 1].
+    """
+    import keras
+
+    weight = _check_distill_weight(weight)
+    teacher.trainable = False
+
+    class Distiller(keras.Model):
+        def __init__(self):
+            super().__init__(name=f"{student.name}_distilled")
+            self.student = student
+            self.teacher = teacher
+
+        def call(self, inputs, training=False):
+            return self.student(inputs, training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            soft = self.teacher(x, training=False)
+            target = distillation_targets(y, keras.ops.cast(soft, y_pred.dtype), weight)
+            return super().compute_loss(x, target, y_pred, sample_weight, training=training)
+
+    return Distiller()
+
+
+def _load_teacher(teacher):
+    if isinstance(teacher, (str, os.PathLike)):
+        from tfmood.models import load_model
+
+        return load_model(os.fspath(teacher))
+    return teacher
+
+
+def _split_sources(corpus: str, shards: str | None) -> dict:
+    """{split: (tsv, root)} and the source: the corpus audio, or shard folders per split."""
+    from tfmood.export import default_root
+
+    splits = {split: _split_tsv(corpus, split) for split in ("train", "validation", "test")}
+    if shards is None:
+        return {"source": "audio", **{k: (tsv, default_root(tsv)) for k, tsv in splits.items()}}
+    for split in splits:
+        if not os.path.isdir(os.path.join(shards, split)):
+            raise FileNotFoundError(
+                f"{os.path.join(shards, split)}: no shard directory (tfmood.data.write_shards "
+                f"of the {split} split)"
+            )
+    return {"source": "tfrecord", **{k: (t, os.path.join(shards, k)) for k, t in splits.items()}}
+
+
 def train_micro(
     corpus: str | None = None,
     out_path: str | None = None,
-    epochs: int = 60,
+    epochs: int = 30,
     batch_size: int = 16,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 3e-3,
     filters: Sequence[int] = DEFAULT_FILTERS,
     test_windows: int = 4,
     seed: int = 0,
+    head_filters: Sequence[int] = DEFAULT_HEAD_FILTERS,
+    dropout: float = 0.1,
+    random_crop: bool = True,
+    shards: str | None = None,
+    teacher=None,
+    distill_weight: float = 0.5,
 ) -> dict:
     """Train the micro model on a corpus and score its test split clip by clip.
 
-    Training reads random 320-frame crops through `tfmood.data.make_dataset` (source "audio");
-    a test clip is scored as the firmware does: `test_windows` consecutive windows from its
-    start, the mean of their scores (`aggregate_windows`).
+    Training reads 320-frame crops (random ones with `random_crop`) through
+    `tfmood.data.make_dataset`; Adam's learning rate decays to 0 over the epochs (cosine) and the
+    output biases start at the tags' training log-odds. A test clip is scored as the firmware
+    does: `test_windows` consecutive windows from its start (a shorter clip is tiled from its
+    start, as `clip_windows` does), the mean of their scores (`aggregate_windows`).
 
     Args:
         corpus: a corpus directory in the MTG-Jamendo layout (default: the synthetic corpus of
@@ -518,38 +628,63 @@ def train_micro(
         out_path: where to save the trained `.keras` model (None: not saved).
         epochs: training epochs.
         batch_size: training batch size.
-        learning_rate: Adam learning rate.
-        filters: convolution channels (see `build_micro_model`).
-        test_windows: windows per test clip.
+        learning_rate: Adam's initial learning rate.
+        filters: strided convolution channels (see `build_micro_model`).
+        test_windows: windows per test clip (>= 1).
         seed: random seed.
+        head_filters: stride-1 convolution channels (see `build_micro_model`).
+        dropout: before the dense layer.
+        random_crop: train on random 320-frame crops instead of each track's first frames.
+        shards: a folder with `train`, `validation` and `test` shard directories written by
+            `tfmood.data.write_shards` from the corpus, read instead of decoding its audio.
+        teacher: a full model (Keras model or `.keras` path) to distil from, or None.
+        distill_weight: the teacher's share of the training targets (see
+            `distillation_targets`).
 
     Returns:
         {"model", "roc_auc" (macro, tags with positives and negatives), "tags", "history",
-        "path"}.
+        "path", "train_seconds"}.
     """
+    import math
+    import time
+
     import keras
 
     from tfmood.data import make_dataset
-    from tfmood.export import default_corpus, default_root, load_mel_split
+    from tfmood.metadata import read_split
+    from tfmood.export import default_corpus, load_mel_split
     from tfmood.metrics import defined_columns, macro_roc_auc
+    from tfmood.training import tag_prior_bias
 
+    if int(test_windows) < 1:
+        raise ValueError(f"test_windows must be >= 1, got {test_windows}")
+    distill_weight = _check_distill_weight(distill_weight)
     keras.utils.set_random_seed(seed)
     corpus = corpus or default_corpus()
-    train_tsv, valid_tsv, test_tsv = (
-        _split_tsv(corpus, split) for split in ("train", "validation", "test")
+    splits = _split_sources(corpus, shards)
+    source = splits["source"]
+    options = {"source": source, "n_frames": WINDOW_FRAMES, "batch_size": batch_size}
+    train_data = make_dataset(
+        *splits["train"], training=True, random_crop=random_crop, seed=seed, **options
     )
-    root = default_root(train_tsv)
-    options = {"source": "audio", "n_frames": WINDOW_FRAMES, "batch_size": batch_size}
-    train_data = make_dataset(train_tsv, root, training=True, **options)
-    valid_data = make_dataset(valid_tsv, root, training=False, **options)
-    model = build_micro_model(filters=filters)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+    valid_data = make_dataset(*splits["validation"], training=False, **options)
+    model = build_micro_model(filters=filters, head_filters=head_filters, dropout=dropout)
+    model.get_layer("scores").bias.assign(tag_prior_bias(splits["train"][0]))
+    steps = epochs * math.ceil(len(read_split(splits["train"][0])) / batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
+    fitted = model
+    if teacher is not None and distill_weight > 0:
+        fitted = distillation_model(model, _load_teacher(teacher), distill_weight)
+    fitted.compile(
+        optimizer=keras.optimizers.Adam(schedule),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(multi_label=True, name="roc_auc")],
     )
-    history = model.fit(train_data, validation_data=valid_data, epochs=epochs, verbose=2)
-    test = load_mel_split(test_tsv, root, WINDOW_FRAMES * test_windows)
+    started = time.time()
+    history = fitted.fit(train_data, validation_data=valid_data, epochs=epochs, verbose=2)
+    seconds = time.time() - started
+    test_tsv, test_root = splits["test"]
+    test = load_mel_split(test_tsv, test_root, WINDOW_FRAMES * test_windows, source=source)
     windows = np.stack([clip_windows(mel) for mel in test.inputs])
     flat = windows.reshape(-1, *windows.shape[2:])
     scores = model.predict(flat, batch_size=32, verbose=0).reshape(len(windows), test_windows, -1)
@@ -564,4 +699,5 @@ def train_micro(
         "tags": int(columns.size),
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
         "path": out_path,
+        "train_seconds": seconds,
     }
