@@ -119,7 +119,7 @@ def test_write_labels_and_cli(tmp_path, capsys):
     ids = (tmp_path / "Y.track_ids.txt").read_text().split()
     assert ids == ["track_0000010", "track_0000011", "track_0000020"]
     assert "3 tracks x 56 tags, 6 positives" in capsys.readouterr().out
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
     bad = write_tsv(tmp_path / "bad.tsv", [BAD_ROWS["no mood/theme tag"]])
     assert cli_main(["labels", "--tsv", str(bad), "-o", str(tmp_path / "Z.npy")]) == 2

@@ -135,7 +135,7 @@ def test_wav_files_exist_with_rate_length_and_format(small):
             audio, _ = sf.read(str(path), dtype="float32")
             assert 1e-4 < np.sqrt(np.mean(audio**2)) < 0.5
     # Atomic writes leave no temporary files behind.
-    assert not [p for p in root.rglob("*") if p.name.startswith(".tmp-")]
+    assert not [p for p in root.rglob("*") if ".tmp" in p.name]
 
 
 def test_synth_json_describes_every_track(small):

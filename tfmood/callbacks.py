@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 from typing import Optional
@@ -11,21 +10,12 @@ from typing import Optional
 import keras
 import numpy as np
 
-from tfmood import metrics
+from tfmood import atomic, metrics
 
 
 def atomic_save(model: keras.Model, path: str) -> None:
     """Save a `.keras` model so that `path` is either the old file or the complete new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # A per-process name (not mkstemp, whose 0600 mode the saved model would keep).
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic.save_model(model, path)
 
 
 def read_history(csv_path: str) -> list:
@@ -86,10 +76,7 @@ def keep_committed_history(csv_path: str, epochs: int) -> None:
     kept = lines[:1] + [line for line in lines[1:] if int(float(line.split(",")[0])) < epochs]
     if len(kept) == len(lines):
         return
-    tmp = csv_path + ".tmp"
-    with open(tmp, "w", newline="") as handle:
-        handle.writelines(kept)
-    os.replace(tmp, csv_path)
+    atomic.write_text(csv_path, "".join(kept))
 
 
 def binary_crossentropy(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -178,9 +165,7 @@ class BestCheckpointEarlyStopping(keras.callbacks.Callback):
         self.stopped_epoch = None
 
     def on_train_begin(self, logs=None):
-        directory, name = os.path.split(os.path.abspath(self.path))
-        for stale in glob.glob(os.path.join(directory, f".{glob.escape(name)}.*.tmp.keras")):
-            os.remove(stale)  # left by a process killed while saving
+        atomic.remove_stale_temporaries(self.path)  # left by a process killed while saving
         self.history = [
             row
             for row in read_history(self.history_csv)
@@ -236,14 +221,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             self._weights_path, self._training_metadata_path = written
 
     def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        tmp_weights = self._weights_path + ".tmp.weights.h5"
-        self.model.save_weights(filepath=tmp_weights, overwrite=True)
-        os.replace(tmp_weights, self._weights_path)
-        tmp_meta = self._training_metadata_path + ".tmp"
-        with open(tmp_meta, "w") as handle:
-            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
-        os.replace(tmp_meta, self._training_metadata_path)
+        atomic.save_model(self.model, self._weights_path)
+        atomic.write_json(
+            self._training_metadata_path,
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen},
+        )
 
 
 def plot_training_curves(history_csv: str, path: str, title: Optional[str] = None) -> str:
@@ -274,8 +256,7 @@ def plot_training_curves(history_csv: str, path: str, title: Optional[str] = Non
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    tmp = path + ".tmp.png"
-    figure.savefig(tmp, dpi=100)
+    with atomic.temporary_path(path) as tmp:
+        figure.savefig(tmp, dpi=100)
     plt.close(figure)
-    os.replace(tmp, path)
     return path

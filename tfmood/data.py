@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from tfmood import atomic
 from tfmood.metadata import Track, label_matrix, read_split
 from tfmood.tags import N_TAGS
 
@@ -144,18 +145,6 @@ def _join(root: str, relative: str) -> str:
 def _read_bytes(path: str) -> bytes:
     with tf.io.gfile.GFile(path, "rb") as handle:
         return handle.read()
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write under a temporary name in the same directory, then rename over `path`."""
-    temp_path = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temp_path, "wb") as handle:
-        handle.write(data)
-    tf.io.gfile.rename(temp_path, path, overwrite=True)
-
-
-def _atomic_write_json(path: str, value) -> None:
-    _atomic_write(path, (json.dumps(value, indent=1) + "\n").encode("utf-8"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,7 +392,7 @@ def write_skipped(bad: Sequence[BadFile], path: str) -> str:
 
     lines = ["path\ttrack_id\treason"]
     lines += [f"{b.path}\t{b.track_id}\t{cell(b.reason)}" for b in bad]
-    _atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    atomic.write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -953,7 +942,7 @@ def write_shards(
                 "track_ids": written,
                 "skipped": [dataclasses.asdict(b) for b in bad],
             }
-            _atomic_write_json(_sidecar_path(shard_path), sidecar)
+            atomic.write_json(_sidecar_path(shard_path), sidecar, indent=1)
         else:
             bar.update(len(chunk))
         shards.append({k: sidecar[k] for k in ("file", "count", "track_ids")})
@@ -971,5 +960,5 @@ def write_shards(
     }
     if config.skip_bad:
         _report_skipped(skipped, config.skipped_log or _join(out_dir, SKIPPED_NAME), len(tracks))
-    _atomic_write_json(_join(out_dir, INDEX_NAME), index)
+    atomic.write_json(_join(out_dir, INDEX_NAME), index, indent=1)
     return index

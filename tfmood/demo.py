@@ -25,6 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tfmood import atomic
+
 PRESET_ORDER = ("baseline", "sa3", "sa4", "sa5", "arelu", "sa3-arelu")
 # The paper's late fusions (Table 1, rows 6 and 7).
 FUSIONS = (("sa3", "arelu"), ("baseline", "sa3", "arelu"))
@@ -201,20 +203,6 @@ def export_best(config: DemoConfig, best_preset: str, model_path: str, info) -> 
     return reports
 
 
-def write_json(path: str, value) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(value, handle, indent=2)
-    os.replace(tmp, path)
-
-
-def write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def run_demo(config: DemoConfig) -> Dict[str, dict]:
     """Run (or resume) the whole demo; returns the results table rows by model name."""
     started = time.perf_counter()
@@ -246,8 +234,8 @@ def run_demo(config: DemoConfig) -> Dict[str, dict]:
                          "roc_auc": summary["ROC-AUC-macro"], "pr_auc": summary["PR-AUC-macro"],
                          "metrics": summary})
     table = results_table(rows)
-    write_text(os.path.join(config.out_dir, "results.md"), table + "\n")
-    write_json(os.path.join(config.out_dir, "results.json"),
+    atomic.write_text(os.path.join(config.out_dir, "results.md"), table + "\n")
+    atomic.write_json(os.path.join(config.out_dir, "results.json"),
                {"config": dataclasses.asdict(config), "rows": rows})
     print(table, flush=True)
     # The model to deploy is chosen on validation data, as a user would: not on the test split.
@@ -255,6 +243,6 @@ def run_demo(config: DemoConfig) -> Dict[str, dict]:
     if config.export:
         exports = export_best(config, best, trained[best]["best_model"], info)
         if exports:
-            write_json(os.path.join(config.out_dir, "export", "report.json"), exports)
+            atomic.write_json(os.path.join(config.out_dir, "export", "report.json"), exports)
     _log(f"done in {time.perf_counter() - started:.0f} s; everything is in {config.out_dir}")
     return {row["model"]: row for row in rows}

@@ -21,12 +21,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import secrets
 import tempfile
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Union
 
 import numpy as np
+
+from tfmood import atomic
 
 TARGETS = ("float32", "float16", "dynamic", "int8")
 # Verification limits: max |TFLite - Keras| on the scores, or the ROC-AUC difference.
@@ -577,21 +578,6 @@ def _model_frames(model, n_frames: Optional[int]) -> int:
     return int(n_frames or 1400)
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write through a temporary file in the destination folder, then rename into place."""
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temp_path = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temp_path, "xb") as stream:
-            stream.write(data)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
-
 def export_model(
     model,
     target: str,
@@ -662,7 +648,7 @@ def export_model(
     stages.close()
     passed = all(check.passed for check in checks)
     if passed and out_path is not None:
-        _atomic_write(out_path, flatbuffer)
+        atomic.write_bytes(out_path, flatbuffer)
     return {
         "target": target,
         "audio_in": audio_in,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 
+from tfmood import atomic
 from tfmood.audio import SAMPLE_RATE, load_audio
 
 
@@ -83,12 +83,5 @@ def write_mel(audio_path: str | os.PathLike, output_path: str | os.PathLike) -> 
 
 
 def _save_npy_atomically(path: Path, array: np.ndarray) -> None:
-    """Write through a temporary file in the same directory, then rename it into place."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic.open_binary(path) as handle:
+        np.save(handle, array, allow_pickle=False)

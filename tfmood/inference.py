@@ -75,10 +75,9 @@ def test_model(model_path: str, tsv: str, root: str, out_dir: str, source: str =
 
 
 def _write_lines(path: str, lines: Sequence[str]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        handle.write("".join(f"{line}\n" for line in lines))
-    os.replace(tmp, path)
+    from tfmood import atomic
+
+    atomic.write_text(path, "".join(f"{line}\n" for line in lines))
 
 
 def top_tags(scores: np.ndarray, k: int = 5, tags: Sequence[str] = MOODTHEME_TAGS):

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from tfmood import atomic
 from tfmood.tags import N_TAGS, PREFIX, TAG_INDEX
 
 HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
@@ -197,19 +197,6 @@ def read_labels(path: str) -> tuple[list[str], np.ndarray]:
     return [track.track_id for track in tracks], label_matrix(tracks)
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
-
 def ids_path_for(labels_path: str) -> str:
     """Where `write_labels` puts the track ids: `Y.npy` -> `Y.track_ids.txt`."""
     return os.path.splitext(labels_path)[0] + ".track_ids.txt"
@@ -229,6 +216,6 @@ def write_labels(tsv_path: str, labels_path: str) -> tuple[str, str]:
     buffer = io.BytesIO()
     np.save(buffer, labels, allow_pickle=False)
     ids_path = ids_path_for(labels_path)
-    _atomic_write_bytes(labels_path, buffer.getvalue())
-    _atomic_write_bytes(ids_path, "".join(f"{tid}\n" for tid in track_ids).encode("utf-8"))
+    atomic.write_bytes(labels_path, buffer.getvalue())
+    atomic.write_bytes(ids_path, "".join(f"{tid}\n" for tid in track_ids).encode("utf-8"))
     return labels_path, ids_path

@@ -22,15 +22,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from sklearn import metrics as skmetrics
 
+from tfmood import atomic
 from tfmood.tags import MOODTHEME_TAGS, N_TAGS, PREFIX
 
 SUMMARY_KEYS = (
@@ -521,22 +520,6 @@ def load_tags(path: str | os.PathLike) -> list[str]:
     return tags
 
 
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temporary file in the same directory, then rename it into place."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            write(handle)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    _write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
 def save_matrix(path: str | os.PathLike, matrix: np.ndarray) -> Path:
     """Save a matrix as .npy at exactly `path`, atomically.
 
@@ -545,7 +528,8 @@ def save_matrix(path: str | os.PathLike, matrix: np.ndarray) -> Path:
         matrix: the array.
     """
     path = Path(path)
-    _write_atomically(path, lambda handle: np.save(handle, matrix, allow_pickle=False))
+    with atomic.open_binary(path) as handle:
+        np.save(handle, matrix, allow_pickle=False)
     return path
 
 
@@ -579,12 +563,12 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> dict[s
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {key: out_dir / name for key, name in REPORT_FILES.items()}
-    _write_text_atomically(paths["metrics"], json.dumps(result.summary, indent=2) + "\n")
-    _write_text_atomically(
+    atomic.write_text(paths["metrics"], json.dumps(result.summary, indent=2) + "\n")
+    atomic.write_text(
         paths["results"], "".join(f"{k}\t{v:.6f}\n" for k, v in result.summary.items())
     )
-    _write_text_atomically(paths["per_tag"], _per_tag_tsv(result))
-    _write_text_atomically(
+    atomic.write_text(paths["per_tag"], _per_tag_tsv(result))
+    atomic.write_text(
         paths["thresholds"],
         "".join(f"{tag}\t{t!r}\n" for tag, t in zip(result.tags, result.thresholds.tolist())),
     )
@@ -626,7 +610,8 @@ def _save_figure(figure, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
-    _write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    with atomic.open_binary(path) as handle:
+        figure.savefig(handle, format="png", dpi=100)
     return path
 
 

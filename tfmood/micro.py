@@ -34,6 +34,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tfmood import atomic
+
 ARENA_BUDGET = 256 * 1024
 FLASH_BUDGET = 1024 * 1024
 N_MELS = 96
@@ -368,7 +370,7 @@ def _check_budgets(flatbuffer: bytes, arena_bytes: int, flash_budget: int, arena
 
 
 def _write_outputs(out_path: str, flatbuffer: bytes, snippet: str) -> dict[str, str]:
-    from tfmood.export import _atomic_write
+    from tfmood import atomic
 
     folder = os.path.dirname(os.path.abspath(out_path))
     arrays = c_array_source(flatbuffer)
@@ -378,10 +380,10 @@ def _write_outputs(out_path: str, flatbuffer: bytes, snippet: str) -> dict[str, 
         "source": os.path.join(folder, "model_data.cc"),
         "ops": os.path.join(folder, "ops.txt"),
     }
-    _atomic_write(paths["tflite"], flatbuffer)
-    _atomic_write(paths["header"], arrays["header"].encode())
-    _atomic_write(paths["source"], arrays["source"].encode())
-    _atomic_write(paths["ops"], snippet.encode())
+    atomic.write_bytes(paths["tflite"], flatbuffer)
+    atomic.write_text(paths["header"], arrays["header"])
+    atomic.write_text(paths["source"], arrays["source"])
+    atomic.write_text(paths["ops"], snippet)
     return paths
 
 
@@ -500,19 +502,6 @@ def _roc_auc(labels: np.ndarray, outputs: np.ndarray, output_tensor: dict) -> fl
 
 # ----------------------------------------------------------------------------------------------
 # Training
-
-
-def _save_atomically(model, path: str) -> None:
-    """Save a `.keras` file under a temporary name in the same folder, then rename it."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
-    temp_path = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.keras")
-    try:
-        model.save(temp_path)
-        os.replace(temp_path, path)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
 
 
 def _split_tsv(corpus: str, split: str) -> str:
@@ -651,8 +640,8 @@ def train_micro(
     import keras
 
     from tfmood.data import make_dataset
-    from tfmood.metadata import read_split
     from tfmood.export import default_corpus, load_mel_split
+    from tfmood.metadata import read_split
     from tfmood.metrics import defined_columns, macro_roc_auc
     from tfmood.training import tag_prior_bias
 
@@ -692,7 +681,7 @@ def train_micro(
     columns = defined_columns(test.labels)
     roc_auc = float(macro_roc_auc(test.labels[:, columns], clip_scores[:, columns]))
     if out_path:
-        _save_atomically(model, out_path)
+        atomic.save_model(model, out_path)
     return {
         "model": model,
         "roc_auc": roc_auc,

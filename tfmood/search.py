@@ -48,7 +48,6 @@ import functools
 import json
 import os
 import statistics
-import tempfile
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -56,6 +55,8 @@ import keras
 import keras_tuner
 import numpy as np
 import yaml
+
+from tfmood import atomic
 
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_roc_auc", "val_pr_auc")
@@ -197,7 +198,7 @@ class SearchConfig:
             raise ValueError(f"{path}: {error}") from None
 
     def to_yaml(self, path: str) -> None:
-        _atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
+        atomic.write_text(path, yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
 
 
 def _choices(values, name: str, kind: type) -> Tuple:
@@ -709,7 +710,7 @@ def _latencies(rows, hypermodel, config: SearchConfig, cache_path: str) -> None:
         latency = measure_latency(hypermodel, row["values"], config.latency_frames,
                                   config.latency_runs)
         cache.setdefault(key, {})[row["name"]] = latency
-        _atomic_write_text(cache_path, json.dumps(cache, indent=2))
+        atomic.write_text(cache_path, json.dumps(cache, indent=2))
     for row in rows:
         row["latency_ms"] = cache.get(key, {}).get(row["name"])
 
@@ -800,11 +801,9 @@ def plot_pareto(report: dict, path: str) -> str:
     axes.set_ylabel(report["objective"])
     axes.legend()
     figure.tight_layout()
-    handle, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(handle)
-    figure.savefig(tmp, dpi=100)
+    with atomic.temporary_path(path) as tmp:
+        figure.savefig(tmp, dpi=100)
     plt.close(figure)
-    os.replace(tmp, path)
     return path
 
 
@@ -812,8 +811,8 @@ def write_report(tuner: keras_tuner.Tuner, hypermodel, config: SearchConfig) -> 
     """Write report.json, report.md, pareto.png and the config under `config.report_path`."""
     report = collect_report(tuner, hypermodel, config)
     out = config.report_path
-    _atomic_write_text(os.path.join(out, "report.json"), json.dumps(report, indent=2))
-    _atomic_write_text(os.path.join(out, "report.md"), _markdown(report))
+    atomic.write_text(os.path.join(out, "report.json"), json.dumps(report, indent=2))
+    atomic.write_text(os.path.join(out, "report.md"), _markdown(report))
     plot_pareto(report, os.path.join(out, "pareto.png"))
     config.to_yaml(os.path.join(out, "config.yaml"))
     return report
@@ -864,7 +863,7 @@ def retrain_best(report: dict, hypermodel, config: SearchConfig, data=None) -> O
     )
     result = {"trial_id": row["trial_id"], "name": row["name"], "model": model_path,
               "best_epoch": selector.best_epoch + 1, config.objective: float(selector.best)}
-    _atomic_write_text(result_path, json.dumps(result, indent=2))
+    atomic.write_text(result_path, json.dumps(result, indent=2))
     return result
 
 
@@ -891,17 +890,6 @@ def run_search(config: SearchConfig) -> Optional[dict]:
 # Files
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _read_json(path: str, default):

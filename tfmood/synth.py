@@ -116,7 +116,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -124,6 +123,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
+from tfmood import atomic
 from tfmood.tags import MOODTHEME_TAGS, PREFIX, TAG_INDEX
 
 SPLITS = ("train", "validation", "test")
@@ -848,33 +848,11 @@ def _swap_for_coverage(labels: np.ndarray, split: np.ndarray, have: np.ndarray) 
 # ---------------------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
-
 def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM mono WAV, written to a temporary file beside `path` and renamed."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    """16-bit PCM mono WAV, written atomically."""
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    handle, temp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".wav")
-    os.close(handle)
-    try:
+    with atomic.temporary_path(path) as temp_path:
         sf.write(temp_path, pcm, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
 
 def track_id(number: int) -> str:
     """MTG-style track id: 1 -> `track_0000001`."""
@@ -1157,10 +1135,10 @@ def generate_corpus(
         members = [track for track in tracks if track.split == split]
         split_paths[split] = split_tsv_path(out_dir, split)
         split_counts[split] = len(members)
-        _atomic_write(split_paths[split], _tsv_text(members, seconds).encode("utf-8"))
+        atomic.write_text(split_paths[split], _tsv_text(members, seconds))
     metadata_path = os.path.join(out_dir, "synth.json")
     metadata = _metadata(tracks, used, removed, seconds, sample_rate, seed, label_noise, fractions)
-    _atomic_write(metadata_path, (json.dumps(metadata, indent=1) + "\n").encode("utf-8"))
+    atomic.write_json(metadata_path, metadata, indent=1)
     return CorpusInfo(
         out_dir=out_dir,
         audio_dir=audio_dir,

@@ -31,7 +31,6 @@ from typing import Optional
 
 import yaml
 
-
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -139,12 +138,11 @@ class TrainConfig:
         return cls(**values)
 
     def to_yaml(self, path: str) -> None:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as handle:
-            values = dataclasses.asdict(self)
-            values["width"] = list(self.width) if isinstance(self.width, tuple) else self.width
-            yaml.safe_dump(values, handle, sort_keys=False)
-        os.replace(tmp, path)
+        from tfmood import atomic
+
+        values = dataclasses.asdict(self)
+        values["width"] = list(self.width) if isinstance(self.width, tuple) else self.width
+        atomic.write_text(path, yaml.safe_dump(values, sort_keys=False))
 
 
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -354,10 +352,9 @@ def train(config: TrainConfig) -> TrainResult:
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
     if chief:
-        tmp = result_path + ".tmp"
-        with open(tmp, "w") as handle:
-            json.dump(result.as_dict(), handle, indent=2)
-        os.replace(tmp, result_path)
+        from tfmood import atomic
+
+        atomic.write_json(result_path, result.as_dict())
         shutil.rmtree(os.path.join(config.out_dir, "backup"), ignore_errors=True)
     return result
 

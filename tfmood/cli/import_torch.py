@@ -1,8 +1,6 @@
 """`tfmood import-torch`: a PyTorch VGG-ish `.pth` file to a `.keras` model, read without torch."""
 
 import argparse
-import os
-import secrets
 
 
 def register(subparsers) -> None:
@@ -25,28 +23,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tfmood import atomic
     from tfmood.torch_import import import_torch
 
     if not args.output.endswith(".keras"):
         raise ValueError(f"{args.output}: the output must end in .keras")
     model = import_torch(args.weights, preset=args.preset)
-    _save_atomically(model, args.output)
+    atomic.save_model(model, args.output)
     print(
         f"{args.output}: {model.name} model, {model.count_params():,} weights "
         f"from {args.weights}"
     )
     return 0
-
-
-def _save_atomically(model, path: str) -> None:
-    """Save to a temporary .keras in the destination directory, then rename it into place."""
-    directory, name = os.path.split(os.path.abspath(path))
-    # Keras picks the format from the suffix, so the temporary name ends in .keras too.
-    temporary = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.keras")
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise

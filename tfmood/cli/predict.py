@@ -6,7 +6,6 @@ files as arguments -> the top tags of each file printed (names and scores; `--js
 
 import argparse
 import os
-import secrets
 
 import numpy as np
 
@@ -115,14 +114,7 @@ def load_mel_batch(path: str, n_mels: int = 96, n_frames: "int | None" = None) -
 
 
 def _save_npy_atomically(path: str, array: np.ndarray) -> None:
-    """np.save through a temporary file in the destination directory, then rename into place."""
-    directory, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as stream:
-            np.save(stream, array)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    from tfmood import atomic
+
+    with atomic.open_binary(path) as stream:
+        np.save(stream, array, allow_pickle=False)
