@@ -10,7 +10,8 @@ median milliseconds, and the largest difference of outputs and gradients between
 Timed, with XLA off (the default of `tfmood train`):
 - the layer alone (filters 64), forward + backward in a `tf.function`, gradients of the input
   and the five weights, on each `--shapes` input;
-- one `train_on_batch` step (Adam, binary cross-entropy) of the sa3 model
+- one training step as `fit` runs it (Adam, binary cross-entropy; see bench_training.py's
+  `training_step`) of the sa3 model
   `build_model("sa3", n_frames=None, width=(0.25, 0.25, 0.5, 1, 1), dropout=0.1)` on a
   `--batch-size` x 96 x `--n-frames` batch.
 
@@ -31,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from bench_training import training_step  # noqa: E402  (beside this script)
 from tfmood import models
 from tfmood.layers import LocalSelfAttention
 
@@ -171,7 +173,7 @@ def model_case(args) -> dict:
     for name, model in (("stacked", stacked), ("current", current)):
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy",
                       jit_compile=False)  # fmt: skip
-        steps[name] = lambda model=model: model.train_on_batch(mel, labels)
+        steps[name] = training_step(model, mel, labels)
     return alternating_medians(steps, args.repeats)
 
 
