@@ -575,7 +575,7 @@ def distributed_role() -> str:
 
 def search_datasets(config: SearchConfig):
     """(train, validation, validation labels) through tfmood's training pipeline."""
-    from tfmood.training import TrainConfig, _datasets
+    from tfmood.training import TrainConfig, datasets
 
     train_config = TrainConfig(
         train_tsv=config.train_tsv,
@@ -589,7 +589,7 @@ def search_datasets(config: SearchConfig):
         skip_bad=config.skip_bad,
         verbose=config.verbose,
     )
-    return _datasets(train_config)
+    return datasets(train_config)
 
 
 def search(tuner: keras_tuner.Tuner, config: SearchConfig, data=None) -> None:

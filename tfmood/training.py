@@ -228,7 +228,14 @@ def is_chief(strategy: str) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0
 
 
-def _datasets(config: TrainConfig):
+def datasets(config: TrainConfig):
+    """The training and validation pipelines of a run, and the validation labels in order.
+
+    Returns:
+        (train, validation, labels): batched tf.data datasets of (mel, labels) (the training one
+        shuffled and augmented as configured), and the (tracks, tags) bool labels of the
+        validation tracks in the validation dataset's order.
+    """
     import numpy as np
 
     from tfmood import data
@@ -432,7 +439,7 @@ def _fit(config: TrainConfig, strategy, write_dir: str) -> TrainResult:
     started = time.perf_counter()
     rows = [row for row in read_history(history_csv) if int(row["epoch"]) < committed]
     if not _finished(rows, config):
-        train_data, validation_data, validation_labels = _datasets(config)
+        train_data, validation_data, validation_labels = datasets(config)
         with strategy.scope():
             model = build_and_compile(config)
         if config.strategy == "multiworker":
