@@ -12,6 +12,8 @@ the wall-time median beside it. Weights are random (latency does not depend on t
 calibration uses 8 random log-mel-like inputs. Prints Markdown.
 
     python3 bench/bench_tflite_latency.py [--presets baseline sa3 arelu] [--rounds 30]
+
+A preset may carry integer config overrides: `sa3:heads=8` is sa3 with 8 attention heads.
 """
 
 import argparse
@@ -51,19 +53,27 @@ def calibration_inputs(count: int = 8) -> np.ndarray:
     return rng.normal(-40.0, 20.0, (count, N_MELS, N_FRAMES)).astype(np.float32)
 
 
+def build_preset(spec: str):
+    """The model of a preset name with optional integer overrides, `name[:key=value,...]`."""
+    from tfmood.models import build_model
+
+    name, _, overrides = spec.partition(":")
+    pairs = (item.split("=", 1) for item in overrides.split(",") if item)
+    return build_model(name, n_frames=N_FRAMES, **{key: int(value) for key, value in pairs})
+
+
 def convert_all(presets, targets, variants) -> dict:
     """{(preset, target, variant): flatbuffer} for every combination."""
     import keras
 
     from tfmood.export import convert, representative_dataset
-    from tfmood.models import build_model
 
     representative = representative_dataset(calibration_inputs())
     models = {}
     jobs = [(p, t, v) for p in presets for t in targets for v in variants]
     for preset, target, variant in tqdm(jobs, desc="converting"):
         keras.utils.set_random_seed(SEED)
-        model = build_model(preset, n_frames=N_FRAMES)
+        model = build_preset(preset)
         models[preset, target, variant] = convert(
             model, target, representative, rewrite=variant == "rewritten"
         )

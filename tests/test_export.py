@@ -38,9 +38,10 @@ def randomise_statistics(model, seed=SEED):
     return model
 
 
-def small_model(preset, n_frames=N_FRAMES):
+def small_model(preset, n_frames=N_FRAMES, **overrides):
     keras.utils.set_random_seed(SEED)
-    return randomise_statistics(build_model(preset, n_frames=n_frames, width=WIDTH))
+    model = build_model(preset, n_frames=n_frames, width=WIDTH, **overrides)
+    return randomise_statistics(model)
 
 
 def mel_batch(count, n_frames=N_FRAMES, seed=1):
@@ -61,8 +62,9 @@ def numpy_arelu(x, alpha, beta):
     return gain * np.maximum(x, 0) - alpha * np.maximum(-x, 0)
 
 
-def numpy_attention(x, wq, wk, wv, rel_h, rel_w):
-    """Local self-attention, one head per channel, straight from the formula (NHWC)."""
+def numpy_attention(x, wq, wk, wv, rel_h, rel_w, heads=None):
+    """Local self-attention straight from the formula (NHWC): one head per channel, or the
+    channels split into `heads` contiguous groups whose logits are summed."""
     height, width = x.shape[1:3]
     q = x @ wq
     k = np.pad(x @ wk, ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -75,6 +77,9 @@ def numpy_attention(x, wq, wk, wv, rel_h, rel_w):
             logits.append(q * (k[:, r:r + height, c:c + width] + rel))
             values.append(v[:, r:r + height, c:c + width])
     logits, values = np.stack(logits, -1), np.stack(values, -1)
+    if heads is not None:
+        grouped = logits.reshape(*logits.shape[:3], heads, -1, logits.shape[-1])
+        logits = np.repeat(grouped.sum(-2), wq.shape[1] // heads, axis=-2)
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     assert half * 2 == wq.shape[1]
@@ -110,10 +115,14 @@ def test_conv_bn_arelu_pool_block_folds_to_conv_pool_leaky_relu():
     np.testing.assert_allclose(folded(x), model(x, training=False), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("preset", ["baseline", "arelu", "sa3", "sa3-arelu", "sa5"])
+@pytest.mark.parametrize(
+    "preset, heads",
+    [("baseline", None), ("arelu", None), ("sa3", None), ("sa3-arelu", None), ("sa5", None),
+     ("sa3", 4)],
+)  # fmt: skip
 @pytest.mark.parametrize("mode", ["float", "int8"])
-def test_inference_model_equals_keras_model(preset, mode):
-    model = small_model(preset, n_frames=None)
+def test_inference_model_equals_keras_model(preset, heads, mode):
+    model = small_model(preset, n_frames=None, heads=heads)
     folded = inference_model(model, mode=mode, n_frames=N_FRAMES, batch_size=None)
     assert not any(isinstance(layer, (AReLU, LocalSelfAttention, keras.layers.Dropout))
                    for layer in folded.layers)  # fmt: skip
@@ -135,24 +144,28 @@ def numpy_max_pool(x, rows, cols):
 @pytest.mark.parametrize("mode", ["float", "int8"])
 @pytest.mark.parametrize("strip_rows", [None, 1, 2, 4])
 @pytest.mark.parametrize("pool_size", [None, (2, 2), (3, 4)])
-def test_export_attention_matches_numpy_formula(mode, strip_rows, pool_size):
+@pytest.mark.parametrize("heads", [None, 1, 3])
+def test_export_attention_matches_numpy_formula(mode, strip_rows, pool_size, heads):
     rng = np.random.default_rng(5)
     height, width, in_channels, channels = 7, 5, 3, 6
     wq, wk, wv = (rng.normal(size=(in_channels, channels)).astype("float32") for _ in range(3))
     rel_h, rel_w = (rng.normal(size=(channels // 2, 3)).astype("float32") for _ in range(2))
     scale, shift = rng.uniform(-2, 2, channels), rng.normal(size=channels)
-    trained = LocalSelfAttention(channels)
+    trained = LocalSelfAttention(channels, heads=heads)
     trained.build((None, height, width, in_channels))
     trained.set_weights([w.reshape(1, 1, in_channels, channels) for w in (wq, wk, wv)]
                         + [rel_h, rel_w])  # fmt: skip
     from tfmood.fold import fold_attention
 
     layer = ExportLocalSelfAttention(channels, strip_rows=strip_rows, mode=mode,
-                                     pool_size=pool_size)  # fmt: skip
+                                     pool_size=pool_size, heads=heads)  # fmt: skip
     layer.build((1, height, width, in_channels))
     layer.set_weights(fold_attention(trained, scale, shift))
     x = rng.normal(size=(1, height, width, in_channels)).astype("float32") * 2
-    expected = scale * numpy_attention(x, wq, wk, wv, rel_h, rel_w) + shift
+    expected = scale * numpy_attention(x, wq, wk, wv, rel_h, rel_w, heads) + shift
+    np.testing.assert_allclose(trained(x) * scale + shift,
+                               scale * numpy_attention(x, wq, wk, wv, rel_h, rel_w, heads) + shift,
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
     if pool_size is not None:
         expected = numpy_max_pool(expected, *pool_size)
     outputs = layer(x)
@@ -212,6 +225,21 @@ def test_convert_each_target(sa3_arelu, target):
         assert inputs["quantization"] is None and outputs["quantization"] is None
         assert diff <= {"float32": 1e-4, "float16": 1e-2, "dynamic": 1.0}[target]
         assert np.abs(scores - reference).mean() < 0.05
+
+
+@pytest.mark.parametrize("target", ["float32", "int8"])
+def test_grouped_head_attention_converts_to_a_static_graph(target):
+    model = small_model("sa3", heads=4)
+    x = mel_batch(2, seed=9)
+    flatbuffer = export.convert(model, target, representative())
+    ops = export.ops_used(flatbuffer)
+    # The rewrite, not the training graph: no run-time shapes, no 5-D head split.
+    assert not {"SHAPE", "PACK", "SUM", "REDUCE_MAX", "CUSTOM"} & set(ops), ops
+    scores = export.run_tflite(flatbuffer, x)
+    if target == "float32":
+        np.testing.assert_allclose(scores, model(x, training=False), atol=1e-4)
+    else:
+        np.testing.assert_allclose(scores * 256, np.round(scores * 256), atol=1e-4)
 
 
 @pytest.mark.parametrize("preset", ["baseline", "arelu"])

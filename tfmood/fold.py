@@ -14,8 +14,8 @@ arithmetic and a graph the TFLite runtime (XNNPACK) runs well:
 - monotone activations (ELU, LeakyReLU) moved after the max pooling that follows them: max
   commutes with a non-decreasing function, so the activation runs on 8-20x fewer values;
 - GlobalMaxPooling2D as a MaxPooling2D over the whole (static) map; Dropout removed;
-- LocalSelfAttention (one head per channel) as `ExportLocalSelfAttention`, which computes the
-  same function with ops that stay on the fast path and in cache (see its docstring).
+- LocalSelfAttention (one head per channel, or `heads` groups) as `ExportLocalSelfAttention`,
+  which computes the same function with ops that stay on the fast path and in cache (see its docstring).
 
 Every rewrite is checked against the original Keras model in tests/test_export.py.
 """
@@ -43,7 +43,7 @@ DEFAULT_STRIP_ROWS = {"float": 2, "int8": None}
 
 @keras.saving.register_keras_serializable(package="tfmood")
 class ExportLocalSelfAttention(keras.layers.Layer):
-    """Inference form of `LocalSelfAttention` (one head per channel) with a folded affine output.
+    """Inference form of `LocalSelfAttention` with a folded affine output.
 
     Computes `scale * LocalSelfAttention(x) + bias` (the per-channel affine of a following
     BatchNorm, times an AReLU gain) from the trained weights, for static spatial shapes only.
@@ -62,7 +62,10 @@ class ExportLocalSelfAttention(keras.layers.Layer):
     - mode "float": the softmax is `exp(l - max l)` with `exp(d) = ELU(d) + 1` for `d <= 0`
       (exact up to rounding; the `+1` terms are summed once, as a 3x3 average pool of v);
     - mode "int8": `exp` is the EXP builtin (an int8 lookup table), the running max is
-      `m + relu(l - m)` (SUB with fused RELU, then ADD) and the final division stays float.
+      `m + relu(l - m)` (SUB with fused RELU, then ADD) and the final division stays float;
+    - with `heads`, the per-channel products are summed within each head by a 1x1 convolution
+      with a constant 0/1 kernel (GEMM-fast, and exact in int8), the softmax runs on the
+      `heads` head logits, and its weights go back to the channels by the transposed 0/1 kernel.
 
     Args:
         filters: output channels.
@@ -72,6 +75,8 @@ class ExportLocalSelfAttention(keras.layers.Layer):
         mode: "float" or "int8" (the softmax form, see above).
         pool_size: (rows, cols) of a non-overlapping valid max pooling applied to the output,
             or None.
+        heads: None for one head per channel, or a divisor of `filters`: the channels split
+            into `heads` contiguous groups, as `LocalSelfAttention(heads=...)` splits them.
         **kwargs: passed to `keras.layers.Layer`.
 
     Call arguments:
@@ -88,9 +93,12 @@ class ExportLocalSelfAttention(keras.layers.Layer):
 
     def __init__(
         self, filters: int, kernel_size: int = 3, strip_rows: Optional[int] = None,
-        mode: str = "float", pool_size: Optional[Sequence[int]] = None, **kwargs,
+        mode: str = "float", pool_size: Optional[Sequence[int]] = None,
+        heads: Optional[int] = None, **kwargs,
     ):  # fmt: skip
         super().__init__(**kwargs)
+        if heads is not None and (int(heads) <= 0 or int(filters) % int(heads)):
+            raise ValueError(f"`heads` must be None or a divisor of filters={filters}, got {heads}")
         if int(kernel_size) <= 0 or int(kernel_size) % 2 == 0:
             raise ValueError(f"`kernel_size` must be a positive odd number, got {kernel_size}")
         if strip_rows is not None and int(strip_rows) < 1:
@@ -104,6 +112,8 @@ class ExportLocalSelfAttention(keras.layers.Layer):
             strip_rows = DEFAULT_STRIP_ROWS[mode]
         self.strip_rows = None if strip_rows is None else int(strip_rows)
         self.pool_size = None if pool_size is None else tuple(int(p) for p in pool_size)
+        # One head per channel needs no grouping.
+        self.heads = None if heads is None or int(heads) == self.filters else int(heads)
         if self.pool_size is not None and (len(self.pool_size) != 2 or min(self.pool_size) < 1):
             raise ValueError(f"`pool_size` must be None or two positive sizes, got {pool_size}")
 
@@ -163,6 +173,8 @@ class ExportLocalSelfAttention(keras.layers.Layer):
             for i, (r, c) in enumerate(offsets)
         ]
         values = [self._slice(qkv, top + r, c, rows, width, 2) for r, c in offsets]
+        if self.heads is not None:
+            logits = [self._head_sum(logit) for logit in logits]
         top_logit = logits[0]
         for logit in logits[1:]:
             if self.mode == "float":
@@ -177,12 +189,31 @@ class ExportLocalSelfAttention(keras.layers.Layer):
             denominator = float(size * size)
         else:
             weights = [tf.exp(logit - top_logit) for logit in logits]
-            numerator, denominator = weights[0] * values[0], weights[0]
+            numerator, denominator = self._to_channels(weights[0]) * values[0], weights[0]
             weights, values = weights[1:], values[1:]
         for weight, value in zip(weights, values):
-            numerator = numerator + weight * value
+            numerator = numerator + self._to_channels(weight) * value
             denominator = denominator + weight
-        return numerator / denominator
+        return numerator / self._to_channels(denominator)
+
+    def _grouping(self) -> np.ndarray:
+        """(filters, heads) 0/1 matrix: channel c belongs to head c // (filters // heads)."""
+        depth = self.filters // self.heads
+        return np.repeat(np.eye(self.heads, dtype=np.float32), depth, axis=0)
+
+    def _head_sum(self, products):
+        """Per-channel products summed within each head: (..., filters) -> (..., heads)."""
+        import tensorflow as tf
+
+        return tf.nn.conv2d(products, self._grouping()[None, None], 1, "VALID")
+
+    def _to_channels(self, tensor):
+        """Head values repeated over their channels: (..., heads) -> (..., filters)."""
+        import tensorflow as tf
+
+        if self.heads is None:
+            return tensor
+        return tf.nn.conv2d(tensor, self._grouping().T[None, None], 1, "VALID")
 
     def compute_output_shape(self, input_shape):
         batch, height, width = input_shape[:3]
@@ -198,6 +229,7 @@ class ExportLocalSelfAttention(keras.layers.Layer):
             strip_rows=self.strip_rows,
             mode=self.mode,
             pool_size=self.pool_size,
+            heads=self.heads,
         )
         return config
 
@@ -257,15 +289,13 @@ def fold_attention(
     `sum(w * (scale * v)) + shift`: the scale goes into the value kernel.
 
     Args:
-        layer: a built LocalSelfAttention with `heads=None`.
+        layer: a built LocalSelfAttention.
         scale: per-channel multiplier.
         shift: per-channel offset.
 
     Returns:
         [qkv_kernel, relative, bias] in the order of `ExportLocalSelfAttention.weights`.
     """
-    if layer.heads is not None:
-        raise ValueError(f"{layer.name}: only one head per channel (heads=None) is folded")
     value = np.asarray(layer.value_kernel, np.float64) * scale
     qkv = np.concatenate(
         [np.asarray(layer.query_kernel), np.asarray(layer.key_kernel), value], axis=-1
@@ -403,7 +433,7 @@ class _Rewriter:
             return keras.layers.Reshape(_static_target(layer, x), name=layer.name)(x)
         if type(layer) is keras.layers.Conv2D:
             return self.spatial_block(layer, x)
-        if isinstance(layer, LocalSelfAttention) and layer.heads is None:
+        if isinstance(layer, LocalSelfAttention):
             return self.spatial_block(layer, x)
         if isinstance(layer, keras.layers.GlobalMaxPooling2D) and not layer.keepdims:
             return self.global_max_pool(layer, x)
@@ -445,7 +475,8 @@ class _Rewriter:
                 self.take()
             folded = ExportLocalSelfAttention(
                 layer.filters, layer.kernel_size, self.strip_rows, self.mode,
-                pool_size=pool.pool_size if fuse_pool else None, name=layer.name,
+                pool_size=pool.pool_size if fuse_pool else None, heads=layer.heads,
+                name=layer.name,
             )  # fmt: skip
             weights = fold_attention(layer, scale, shift)
         x = folded(x)
