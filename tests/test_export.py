@@ -339,6 +339,66 @@ def test_export_writes_a_verified_model_and_json_report(tiny_corpus, tmp_path, c
     assert report["data"]["test"]["tsv"].endswith("autotagging_moodtheme-test.tsv")
 
 
+def test_int8_logits_export_outputs_logits_at_their_own_scale(tiny_corpus, tmp_path, capsys):
+    from tfmood.cli import main
+
+    model = small_model("sa3", n_frames=None)
+    model_path = str(tmp_path / "model.keras")
+    model.save(model_path)
+    out = tmp_path / "logits.tflite"
+    arguments = ["export", model_path, "--target", "int8", "-o", str(out), "--logits",
+                 "--calibration", tiny_corpus, "--n-frames", str(N_FRAMES), "--json"]  # fmt: skip
+    main(arguments)
+    report = json.loads(capsys.readouterr().out)
+    assert report["output"] == "logits" and report["outputs"][0]["dtype"] == "int8"
+    quantization = report["outputs"][0]["quantization"]
+    assert quantization["scale"] != pytest.approx(1 / 256)
+    # The output is checked as an int8 tensor of its own scale, not as a sigmoid's.
+    (output_check,) = [c for c in report["checks"]
+                       if c["metric"].startswith("output") and c["metric"].endswith("quantization")]  # fmt: skip
+    assert output_check["passed"] and "sigmoid" not in output_check["limit"]
+    assert report["written"] == report["passed"] == out.is_file()
+
+
+def test_logits_model_is_the_model_before_its_sigmoid():
+    from tfmood.fold import logits_model
+
+    model = small_model("arelu")
+    x = mel_batch(2, seed=12)
+    logits = np.asarray(logits_model(model)(x, training=False), dtype=np.float64)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), model(x, training=False), atol=1e-6)
+    assert np.abs(logits).max() > 0.1  # logits, not scores passed through
+    inputs = keras.Input((4,))
+    with pytest.raises(ValueError, match="does not end in a sigmoid"):
+        logits_model(keras.Model(inputs, keras.layers.Dense(3, activation="relu")(inputs)))
+
+
+def test_logits_are_checked_on_their_sigmoid():
+    reference, outputs = np.array([[10.0, -3.0]]), np.array([[11.0, -3.0]])
+    (check,) = export.check_outputs("float32", reference, outputs, logits=True)
+    # sigmoid(11) - sigmoid(10) = 2.9e-5: within 1e-4, though the logits differ by 1.
+    assert check.value == pytest.approx(1 / (1 + np.exp(-11)) - 1 / (1 + np.exp(-10)), rel=1e-2)
+    assert check.passed
+    (check,) = export.check_outputs("float32", reference, outputs)
+    assert check.value == pytest.approx(1.0) and not check.passed
+
+
+def test_failed_int8_export_suggests_logits_only_when_the_output_grid_is_the_cause():
+    from tfmood.cli.export import _only_the_output_grid_failed
+
+    def report(delta, grid_delta, output="scores"):
+        return {"output": output, "checks": [
+            {"metric": "roc_auc_abs_diff", "value": delta, "limit": 0.01,
+             "passed": delta <= 0.01},
+            {"metric": "roc_auc_abs_diff_output_grid", "value": grid_delta, "limit": None,
+             "passed": True}]}  # fmt: skip
+
+    assert _only_the_output_grid_failed(report(0.04, 0.001))
+    assert not _only_the_output_grid_failed(report(0.04, 0.03))  # the graph itself is off
+    assert not _only_the_output_grid_failed(report(0.004, 0.001))  # nothing failed
+    assert not _only_the_output_grid_failed(report(0.04, 0.001, output="logits"))
+
+
 def test_export_failing_its_check_is_not_written(tiny_corpus, tmp_path, monkeypatch, capsys):
     from tfmood.cli import main
 
@@ -425,6 +485,12 @@ def test_int8_export_of_a_trained_model_keeps_the_ranking_its_outputs_can_hold(t
     assert auc["limit"] == 0.01 and auc["passed"] == (auc["value"] <= 0.01)
     assert report["passed"] == auc["passed"] == out.is_file() == report["written"]
     assert report["inputs"][0]["dtype"] == "int8" and report["outputs"][0]["dtype"] == "int8"
+    # Logits out (sigmoid in the app) at their own scale keep the ranking the sigmoid's 1/256
+    # steps lose: this model failed with scores out (0.016) and passes with logits (0.002).
+    report = export.export_model(result.best_model, "int8", str(tmp_path / "logits.tflite"),
+                                 calibration=corpus.out_dir, n_frames=N_FRAMES, logits=True)  # fmt: skip
+    checks = {c["metric"]: c for c in report["checks"]}
+    assert checks["roc_auc_abs_diff"]["value"] <= 0.01 and report["passed"], checks
 
 
 def test_output_grid_rounds_scores_to_int8_output_values():

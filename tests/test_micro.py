@@ -86,6 +86,23 @@ def test_tflm_outputs_match_tflite_within_one_step(exported, calibration):
     assert diff.max() <= 1
 
 
+def test_clip_scores_in_tflm_are_the_mean_of_keras_window_scores(exported, small_model):
+    _, out = exported
+    flatbuffer = out.read_bytes()
+    rng = np.random.default_rng(3)
+    # Clips of 2.5 windows (the trailing half dropped) and of half a window (tiled).
+    clips = [rng.normal(-40.0, 20.0, (micro.N_MELS, n)).astype(np.float32)
+             for n in (5 * N_FRAMES // 2, N_FRAMES // 2)]  # fmt: skip
+    got = micro.score_clips_tflm(flatbuffer, clips)
+    assert got.shape == (2, 56) and got.dtype == np.float32
+    long_clip = np.asarray(small_model(np.stack([clips[0][:, :N_FRAMES],
+                                                 clips[0][:, N_FRAMES:2 * N_FRAMES]])))
+    short_clip = np.asarray(small_model(np.tile(clips[1], (1, 2))[None]))
+    expected = np.stack([long_clip.mean(0), short_clip[0]])
+    # int8 scores come in steps of 1/256; a few steps of drift through the int8 graph.
+    np.testing.assert_allclose(got, expected, atol=6 / 256)
+
+
 def test_c_array_holds_the_tflite_bytes(exported):
     _, out = exported
     flatbuffer = out.read_bytes()

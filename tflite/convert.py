@@ -5,12 +5,11 @@ verify against the Keras model, write only if the checks pass); the reports are 
 `report.json`. `tfmood export` does the same for one target.
 
     python3 tflite/convert.py MODEL.keras --out-dir tflite/out \
-        [--targets float32 float16 dynamic int8] [--audio-in] [--calibration DIR-or-TSV]
+        [--targets float32 float16 dynamic int8] [--audio-in] [--logits] [--calibration DIR-or-TSV]
 """
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 
@@ -25,10 +24,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calibration", help="corpus directory or split TSV (default: synthetic)")
     parser.add_argument("--n-frames", type=int, help="input frames (default: the model's or 1400)")
     parser.add_argument("--audio-in", action="store_true", help="also export audio-in models")
+    parser.add_argument("--logits", action="store_true", help="tag logits out, not scores")
     return parser.parse_args()
 
 
 def main() -> int:
+    from tfmood.atomic import write_json
     from tfmood.export import AUDIO_IN_TARGETS, export_model
 
     args = parse_args()
@@ -45,14 +46,12 @@ def main() -> int:
         with contextlib.redirect_stdout(sys.stderr):
             reports[name] = export_model(
                 args.model, target, path, calibration=args.calibration,
-                n_frames=args.n_frames, audio_in=audio_in,
+                n_frames=args.n_frames, audio_in=audio_in, logits=args.logits,
             )  # fmt: skip
         status = "written" if reports[name]["written"] else "FAILED verification, not written"
         print(f"{name}: {reports[name]['bytes']:,} bytes, {status}")
     report_path = os.path.join(args.out_dir, "report.json")
-    with open(report_path + ".tmp", "w") as handle:
-        json.dump(reports, handle, indent=2)
-    os.replace(report_path + ".tmp", report_path)
+    write_json(report_path, reports)
     print(f"reports: {report_path}")
     return 0 if all(report["passed"] for report in reports.values()) else 1
 

@@ -259,15 +259,17 @@ class Check:
         return dataclasses.asdict(self)
 
 
-def check_io(flatbuffer: bytes, target: str) -> List[Check]:
+def check_io(flatbuffer: bytes, target: str, logits: bool = False) -> List[Check]:
     """Input/output dtypes and quantisation parameters expected for `target`.
 
     Float targets take and give float32; int8 takes and gives int8 with a positive scale and a
-    zero point in [-128, 127], the output (a sigmoid) at scale 1/256 and zero point -128.
+    zero point in [-128, 127], the output (a sigmoid) at scale 1/256 and zero point -128, or,
+    for a logits output, at its own calibrated scale.
 
     Args:
         flatbuffer: the model bytes.
         target: the conversion target.
+        logits: the model outputs logits (no sigmoid).
     """
     _check_target(target)
     details = io_details(flatbuffer)
@@ -279,11 +281,12 @@ def check_io(flatbuffer: bytes, target: str) -> List[Check]:
             checks.append(
                 Check(f"{role} dtype", tensor["dtype"], expected, tensor["dtype"] == expected)
             )
-            checks.append(_quantization_check(role, tensor["quantization"], target, kind))
+            sigmoid = kind == "outputs" and not logits
+            checks.append(_quantization_check(role, tensor["quantization"], target, sigmoid))
     return checks
 
 
-def _quantization_check(role: str, quantization, target: str, kind: str) -> Check:
+def _quantization_check(role: str, quantization, target: str, sigmoid: bool) -> Check:
     metric = f"{role} quantization"
     if target != "int8":
         return Check(metric, str(quantization), "None", quantization is None)
@@ -291,7 +294,7 @@ def _quantization_check(role: str, quantization, target: str, kind: str) -> Chec
         return Check(metric, "None", "int8 scale and zero point", False)
     scale, zero_point = quantization["scale"], quantization["zero_point"]
     value = f"scale={scale:.6g} zero_point={zero_point}"
-    if kind == "outputs":
+    if sigmoid:
         passed = np.isclose(scale, SIGMOID_INT8_SCALE) and zero_point == SIGMOID_INT8_ZERO_POINT
         limit = f"scale={SIGMOID_INT8_SCALE:.6g} zero_point={SIGMOID_INT8_ZERO_POINT} (sigmoid)"
     else:
@@ -306,6 +309,7 @@ def check_outputs(
     outputs: np.ndarray,
     labels: Optional[np.ndarray] = None,
     output_quantization: Optional[Tuple[float, int]] = None,
+    logits: bool = False,
 ) -> List[Check]:
     """Compare TFLite scores with the Keras model's on the same inputs.
 
@@ -317,14 +321,23 @@ def check_outputs(
     trained model (its scores bunched near the tags' base rates) ROC-AUC however exact the int8
     graph is; this second number is the int8 graph's own error.
 
+    With `logits`, `reference` and `outputs` are logits: the checks compare their sigmoids (the
+    scores the app computes), and the output grid applies to the logits.
+
     Args:
         target: the conversion target.
         reference: Keras scores (N, tags).
         outputs: TFLite scores (N, tags).
         labels: (N, tags) 0/1 ground truth, required for dynamic and int8.
         output_quantization: (scale, zero point) of int8 outputs.
+        logits: `reference` and `outputs` are logits.
     """
     _check_target(target)
+    to_scores = _sigmoid if logits else np.asarray
+    grid = None
+    if output_quantization is not None:
+        grid = to_scores(on_output_grid(reference, *output_quantization))
+    reference, outputs = to_scores(reference), to_scores(outputs)
     diff = float(np.max(np.abs(outputs - reference)))
     if target in MAX_ABS_DIFF:
         limit = MAX_ABS_DIFF[target]
@@ -344,14 +357,17 @@ def check_outputs(
         Check("roc_auc_abs_diff", delta, MAX_AUC_DIFF, delta <= MAX_AUC_DIFF, detail),
         Check("max_abs_diff", diff, None, True, "reported only"),
     ]
-    if output_quantization is not None:
-        grid = on_output_grid(reference, *output_quantization)
+    if grid is not None:
         grid_auc = macro_roc_auc(labels[:, columns], grid[:, columns])
         checks.append(Check(
             "roc_auc_abs_diff_output_grid", abs(tflite_auc - grid_auc), None, True,
             f"Keras scores on the int8 output grid: {grid_auc:.4f} (reported only)",
         ))  # fmt: skip
     return checks
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).astype(np.float32)
 
 
 def on_output_grid(scores: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -609,6 +625,7 @@ def export_model(
     root: Optional[str] = None,
     limit: Optional[int] = 200,
     progress: bool = True,
+    logits: bool = False,
 ) -> dict:
     """Rewrite, convert, verify and (when every check passes) write a TFLite model.
 
@@ -626,12 +643,17 @@ def export_model(
         root: the audio root of the splits (default: `<TSV folder>/audio`).
         limit: at most this many examples per split.
         progress: show a progress bar of the stages (data, convert, verify).
+        logits: output the tag logits instead of the sigmoid scores (`tfmood.fold.logits_model`;
+            the app applies the sigmoid). For int8 the logits get their own calibrated scale,
+            finer than the sigmoid output's fixed 1/256 steps where scores bunch near a tag's
+            base rate. Verified on the sigmoid of the outputs.
 
     Returns:
-        The report: target, path, written, bytes, ops, inputs/outputs (dtype, shape,
-        quantisation), checks (metric, value, limit, passed), passed, and the data used.
+        The report: target, output ("scores" or "logits"), path, written, bytes, ops,
+        inputs/outputs (dtype, shape, quantisation), checks (metric, value, limit, passed),
+        passed, and the data used.
     """
-    from tfmood.fold import inference_model
+    from tfmood.fold import inference_model, logits_model
     from tfmood.models import load_model
 
     _check_target(target)
@@ -652,6 +674,8 @@ def export_model(
     stages.update()
 
     graph = inference_model(model, "int8" if target == "int8" else "float", frames)
+    if logits:
+        graph, model = logits_model(graph), logits_model(model)
     if audio_in:
         graph = audio_in_model(graph, audio_samples_for(frames))
     representative = representative_dataset(data["calibration"].inputs)
@@ -664,9 +688,10 @@ def export_model(
     details = io_details(flatbuffer)
     output = details["outputs"][0]
     grid = output["quantization"]
-    checks = check_io(flatbuffer, target) + check_outputs(
+    checks = check_io(flatbuffer, target, logits) + check_outputs(
         target, reference, outputs, test_data.labels,
         (grid["scale"], grid["zero_point"]) if output["dtype"] == "int8" and grid else None,
+        logits,
     )  # fmt: skip
     stages.update()
     stages.close()
@@ -675,6 +700,7 @@ def export_model(
         atomic.write_bytes(out_path, flatbuffer)
     return {
         "target": target,
+        "output": "logits" if logits else "scores",
         "audio_in": audio_in,
         "path": out_path,
         "written": bool(passed and out_path is not None),

@@ -15,7 +15,8 @@ arithmetic and a graph the TFLite runtime (XNNPACK) runs well:
   commutes with a non-decreasing function, so the activation runs on 8-20x fewer values;
 - GlobalMaxPooling2D as a MaxPooling2D over the whole (static) map; Dropout removed;
 - LocalSelfAttention (one head per channel, or `heads` groups) as `ExportLocalSelfAttention`,
-  which computes the same function with ops that stay on the fast path and in cache (see its docstring).
+  which computes the same function with ops that stay on the fast path and in cache (see its
+  docstring).
 
 Every rewrite is checked against the original Keras model in tests/test_export.py.
 """
@@ -538,3 +539,37 @@ def inference_model(
     inputs = keras.Input(shape=tuple(shape), batch_size=batch_size, name=model.inputs[0].name)
     outputs = _Rewriter(layers, mode, strip_rows).run(inputs)
     return keras.Model(inputs, outputs, name=f"{model.name}_inference")
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """The same model with the final sigmoid removed: tag logits out instead of scores.
+
+    An int8 sigmoid output holds 256 steps of 1/256, so scores bunched near a tag's base rate
+    tie; the logits of the same model, quantised over their calibrated range, keep more of the
+    ranking. The app applies the sigmoid, `score = 1 / (1 + exp(-logit))`.
+
+    Args:
+        model: a single-output model ending in a Dense layer with a sigmoid activation, in a
+            sigmoid Activation layer, or in a nested model that does.
+
+    Raises:
+        ValueError: the model does not end in a sigmoid.
+    """
+    last = model.layers[-1]
+    if isinstance(last, keras.Model):  # a nested chain, e.g. behind a LogMel front-end
+        (node,) = [n for n in last._inbound_nodes if n.outputs[0] is model.outputs[0]]
+        outputs = logits_model(last)(node.input_tensors[0])
+        return keras.Model(model.inputs, outputs, name=f"{model.name}_logits")
+    if isinstance(last, keras.layers.Activation) and last.activation is keras.activations.sigmoid:
+        return keras.Model(model.inputs, last.input, name=f"{model.name}_logits")
+    if isinstance(last, keras.layers.Dense) and last.activation is keras.activations.sigmoid:
+        config = last.get_config()
+        config.update(activation="linear", name=f"{last.name}_logits")
+        dense = keras.layers.Dense.from_config(config)
+        outputs = dense(last.input)
+        dense.set_weights(last.get_weights())
+        return keras.Model(model.inputs, outputs, name=f"{model.name}_logits")
+    raise ValueError(
+        f"model {model.name!r} does not end in a sigmoid (its last layer is {last.name!r}, "
+        f"{type(last).__name__}): no logits to export"
+    )

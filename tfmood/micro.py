@@ -5,6 +5,7 @@
     train_micro(...) -> report dict                       fit on a corpus (optionally distilled
                                                           from a full model), clip ROC-AUC
     aggregate_windows(window_scores) -> clip scores      mean over windows (as the firmware does)
+    score_clips_tflm(flatbuffer, clips) -> clip scores   the firmware's loop, in TFLM
 
 The board class is an Arduino Nano 33 BLE Sense (nRF52840: 256 KB RAM, 1 MB flash): the TFLM
 tensor arena must stay within 256 KB and the model within 1 MB, int8 end to end. The full-size
@@ -247,6 +248,36 @@ def run_tflm(flatbuffer: bytes, inputs: np.ndarray, arena_size: int) -> np.ndarr
         interpreter.invoke()
         outputs.append(np.array(interpreter.get_output(0), dtype=np.int8).reshape(1, -1))
     return np.concatenate(outputs)
+
+
+def score_clips_tflm(flatbuffer: bytes, clips, arena_size: int = ARENA_BUDGET) -> np.ndarray:
+    """Clip scores as the firmware computes them, in the TFLM interpreter.
+
+    Each clip is cut into consecutive windows (`clip_windows`), every window is quantised with
+    the input tensor's scale and zero point and run in TFLM, its int8 scores are dequantised
+    with the output's, and the clip's scores are their mean (`aggregate_windows`).
+
+    Args:
+        flatbuffer: the int8 micro model bytes (input (1, n_mels, window frames)).
+        clips: float32 log-mel clips, (clips, n_mels, T) or a sequence of (n_mels, T_i).
+        arena_size: the tensor arena in bytes.
+
+    Returns:
+        float32 (clips, tags).
+    """
+    from tfmood.export import io_details
+
+    details = io_details(flatbuffer)
+    input_scale, input_zero = _quant_pair(details["inputs"][0])
+    output_scale, output_zero = _quant_pair(details["outputs"][0])
+    n_frames = details["inputs"][0]["shape"][-1]
+    scores = []
+    for clip in clips:
+        windows = clip_windows(clip, n_frames)
+        quantized = np.clip(np.round(windows / input_scale) + input_zero, -128, 127)
+        raw = run_tflm(flatbuffer, quantized.astype(np.int8), arena_size).astype(np.float32)
+        scores.append(aggregate_windows((raw - output_zero) * output_scale))
+    return np.stack(scores)
 
 
 def run_tflite_int8(flatbuffer: bytes, inputs: np.ndarray) -> np.ndarray:
