@@ -81,7 +81,7 @@ def convert_all(presets, targets, variants) -> dict:
 
 
 def time_interleaved(models: dict, rounds: int) -> dict:
-    """{key: (CPU median ms, wall median ms, CPU min ms)} over `rounds` interleaved invokes."""
+    """{key: {"cpu": ms per round, "wall": ms per round}} over `rounds` interleaved invokes."""
     import tensorflow as tf
 
     interpreters = {}
@@ -100,15 +100,17 @@ def time_interleaved(models: dict, rounds: int) -> dict:
             interpreter.invoke()
             cpu[key].append(time.thread_time() - cpu_start)
             wall[key].append(time.perf_counter() - wall_start)
-    return {
-        key: (1e3 * np.median(cpu[key]), 1e3 * np.median(wall[key]), 1e3 * np.min(cpu[key]))
-        for key in models
-    }
+    return {key: {"cpu": 1e3 * np.array(cpu[key]), "wall": 1e3 * np.array(wall[key])}
+            for key in models}  # fmt: skip
 
 
-def _cells(entry):
-    cpu_median, wall_median, cpu_min = entry
-    return cpu_median, cpu_min, wall_median
+def ratios(own: dict, base: dict) -> str:
+    """Own time over the baseline's: of the medians, of the minima, and the median of the
+    per-round ratios (the two ran back to back in every round, so load changes cancel)."""
+    median = np.median(own["cpu"]) / np.median(base["cpu"])
+    minimum = np.min(own["cpu"]) / np.min(base["cpu"])
+    paired = np.median(own["cpu"] / base["cpu"])
+    return f"{median:.2f}x / {minimum:.2f}x / {paired:.2f}x"
 
 
 def markdown(times: dict, presets, targets, variants) -> str:
@@ -116,17 +118,17 @@ def markdown(times: dict, presets, targets, variants) -> str:
     header += " | " + " | ".join(f"{t} vs baseline" for t in targets) + " |"
     lines = [header, "|" + "---|" * (1 + len(targets) * len(variants) + len(targets))]
     for preset in presets:
-        cells = [
-            "{:.1f} / {:.1f} ({:.1f})".format(*_cells(times[preset, t, v]))
-            for t in targets
-            for v in variants
-        ]
-        ratios = []
+        cells = []
+        for target in targets:
+            for variant in variants:
+                entry = times[preset, target, variant]
+                cpu, wall = entry["cpu"], entry["wall"]
+                cells.append(f"{np.median(cpu):.1f} / {cpu.min():.1f} ({np.median(wall):.1f})")
         for target in targets:
             base = times.get(("baseline", target, "rewritten"))
             own = times[preset, target, variants[-1]]
-            ratios.append(f"{own[0] / base[0]:.2f}x / {own[2] / base[2]:.2f}x" if base else "-")
-        lines.append(f"| {preset} | " + " | ".join(cells + ratios) + " |")
+            cells.append(ratios(own, base) if base else "-")
+        lines.append(f"| {preset} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -141,7 +143,8 @@ def main() -> None:
     print(f"input 1 x {N_MELS} x {N_FRAMES}, tf.lite.Interpreter(num_threads=1), default XNNPACK")
     print(f"{args.rounds} interleaved rounds: thread CPU median / min ms (wall median ms)\n")
     print(markdown(times, args.presets, args.targets, variants))
-    print("\nratios: rewritten model over rewritten baseline, CPU-time median / min")
+    print("\nratios: rewritten model over rewritten baseline, CPU time: of the medians / of the "
+          "minima / median of the per-round ratios")
 
 
 if __name__ == "__main__":
