@@ -8,8 +8,11 @@ the float ops and also the int8 (QS8) ops it supports; int8 ops it lacks (EXP, M
 the builtin kernels. The models are timed in interleaved rounds (one invoke of each per round), so
 a change in machine load hits all of them alike; the table gives the median over the rounds of the
 CPU time of the invoking thread (single-threaded, it excludes time lost to other processes) and
-the wall-time median beside it. Weights are random (latency does not depend on them); int8
-calibration uses 8 random log-mel-like inputs. Prints Markdown.
+the wall-time median beside it, and each model's time over the baseline's (of the medians, of
+the minima, and the median of the per-round ratios). Weights are random: float latency does
+not depend on them, int8 latency only through the quantisation scales (XNNPACK refuses int8
+ADD/SUB/MUL whose scale ratios are out of its range; the export keeps the attention's ops
+within it). int8 calibration uses 8 random log-mel-like inputs. Prints Markdown.
 
     python3 bench/bench_tflite_latency.py [--presets baseline sa3 arelu] [--rounds 30]
 

@@ -63,7 +63,9 @@ class ExportLocalSelfAttention(keras.layers.Layer):
     - mode "float": the softmax is `exp(l - max l)` with `exp(d) = ELU(d) + 1` for `d <= 0`
       (exact up to rounding; the `+1` terms are summed once, as a 3x3 average pool of v);
     - mode "int8": `exp` is the EXP builtin (an int8 lookup table), the running max is
-      `m + relu(l - m)` (SUB with fused RELU, then ADD) and the final division stays float;
+      `m + relu(l - m)` (SUB with fused RELU, then ADD), the relative embedding is the bias of
+      a unit 1x1 depthwise convolution (see `_add_relative`) and the final division stays
+      float;
     - with `heads`, the per-channel products are summed within each head by a 1x1 convolution
       with a constant 0/1 kernel (GEMM-fast, and exact in int8), the softmax runs on the
       `heads` head logits, and its weights go back to the channels by the transposed 0/1 kernel.
