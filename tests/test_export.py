@@ -492,6 +492,15 @@ def test_micro_target_dispatches_to_micro_module(monkeypatch, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == {"passed": True}
 
 
+@pytest.mark.parametrize("option", ["--logits", "--audio-in"])
+def test_micro_target_refuses_phone_only_options(option, tmp_path, capsys):
+    from tfmood.cli import main
+
+    out = str(tmp_path / "m.tflite")
+    assert main(["export", "m.keras", "--target", "micro", "-o", out, option]) == 2
+    assert "phone-class options" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_int8_export_of_a_trained_model_keeps_the_ranking_its_outputs_can_hold(tmp_path):
     """Train a small model for a few epochs and export it as int8.
