@@ -367,7 +367,9 @@ def check_outputs(
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).astype(np.float32)
+    from scipy.special import expit
+
+    return expit(np.asarray(logits, dtype=np.float64)).astype(np.float32)
 
 
 def on_output_grid(scores: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

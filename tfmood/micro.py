@@ -271,13 +271,12 @@ def score_clips_tflm(flatbuffer: bytes, clips, arena_size: int = ARENA_BUDGET) -
     input_scale, input_zero = _quant_pair(details["inputs"][0])
     output_scale, output_zero = _quant_pair(details["outputs"][0])
     n_frames = details["inputs"][0]["shape"][-1]
-    scores = []
-    for clip in clips:
-        windows = clip_windows(clip, n_frames)
-        quantized = np.clip(np.round(windows / input_scale) + input_zero, -128, 127)
-        raw = run_tflm(flatbuffer, quantized.astype(np.int8), arena_size).astype(np.float32)
-        scores.append(aggregate_windows((raw - output_zero) * output_scale))
-    return np.stack(scores)
+    windows = [clip_windows(clip, n_frames) for clip in clips]
+    quantized = np.clip(np.round(np.concatenate(windows) / input_scale) + input_zero, -128, 127)
+    raw = run_tflm(flatbuffer, quantized.astype(np.int8), arena_size).astype(np.float32)
+    window_scores = (raw - output_zero) * output_scale
+    ends = np.cumsum([len(w) for w in windows])[:-1]
+    return np.stack([aggregate_windows(part) for part in np.split(window_scores, ends)])
 
 
 def run_tflite_int8(flatbuffer: bytes, inputs: np.ndarray) -> np.ndarray:
