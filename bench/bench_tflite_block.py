@@ -17,7 +17,6 @@ in the same round. Prints Markdown.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -93,25 +92,11 @@ def model_cuts(target: str) -> dict:
 
 def time_paired(flatbuffers: dict, rounds: int) -> list:
     """[(name, median, min, median paired difference to the first)] in ms."""
-    import tensorflow as tf
+    from bench_tflite_latency import time_interleaved  # same folder: shared timing loop
 
-    interpreters = {}
-    for name, flatbuffer in flatbuffers.items():
-        interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
-        interpreter.allocate_tensors()
-        (detail,) = interpreter.get_input_details()
-        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-        interpreter.invoke()
-        interpreters[name] = interpreter
-    times = {name: [] for name in interpreters}
-    for _ in range(rounds):
-        for name, interpreter in interpreters.items():
-            start = time.thread_time()
-            interpreter.invoke()
-            times[name].append(1e3 * (time.thread_time() - start))
-    first = np.array(next(iter(times.values())))
-    return [(name, np.median(t), np.min(t), np.median(np.array(t) - first))
-            for name, t in times.items()]  # fmt: skip
+    times = {name: entry["cpu"] for name, entry in time_interleaved(flatbuffers, rounds).items()}
+    first = next(iter(times.values()))
+    return [(name, np.median(t), np.min(t), np.median(t - first)) for name, t in times.items()]
 
 
 def main() -> None:
