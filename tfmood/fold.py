@@ -166,8 +166,13 @@ class ExportLocalSelfAttention(keras.layers.Layer):
 
     def _strip(self, qkv, top: int, rows: int, width: int):
         """Attention output of output rows [top, top + rows)."""
-        import tensorflow as tf
+        logits, values = self._neighbours(qkv, top, rows, width)
+        top_logit = self._max(logits)
+        weights = self._weights(logits, top_logit)
+        return self._weighted_mean(qkv, weights, values, top, rows, width)
 
+    def _neighbours(self, qkv, top: int, rows: int, width: int):
+        """The 9 logits `q * (k_m + rel_m)` (head sums with `heads`) and the 9 values v_m."""
         size, pad = self.kernel_size, self.kernel_size // 2
         query = self._slice(qkv, top + pad, pad, rows, width, 0)
         offsets = [(r, c) for r in range(size) for c in range(size)]
@@ -178,20 +183,39 @@ class ExportLocalSelfAttention(keras.layers.Layer):
         values = [self._slice(qkv, top + r, c, rows, width, 2) for r, c in offsets]
         if self.heads is not None:
             logits = [self._head_sum(logit) for logit in logits]
+        return logits, values
+
+    def _max(self, logits):
+        """Element-wise maximum of the logits."""
+        import tensorflow as tf
+
         top_logit = logits[0]
         for logit in logits[1:]:
             if self.mode == "float":
                 top_logit = tf.maximum(top_logit, logit)
             else:
                 top_logit = top_logit + tf.nn.relu(logit - top_logit)
+        return top_logit
+
+    def _weights(self, logits, top_logit):
+        """Unnormalised softmax weights: `exp(l - max)`, in float as `ELU(l - max)` (minus 1)."""
+        import tensorflow as tf
+
         if self.mode == "float":
             # exp(d) = ELU(d) + 1 for d <= 0; the +1 terms add up to 9 and to the sum of v.
-            weights = [tf.nn.elu(logit - top_logit) for logit in logits]
+            return [tf.nn.elu(logit - top_logit) for logit in logits]
+        return [tf.exp(logit - top_logit) for logit in logits]
+
+    def _weighted_mean(self, qkv, weights, values, top: int, rows: int, width: int):
+        """`sum(w_m v_m) / sum(w_m)`, with the float weights' +1 terms added back."""
+        import tensorflow as tf
+
+        size, pad = self.kernel_size, self.kernel_size // 2
+        if self.mode == "float":
             value_window = self._slice(qkv, top, 0, rows + 2 * pad, width + 2 * pad, 2)
             numerator = float(size * size) * tf.nn.avg_pool2d(value_window, size, 1, "VALID")
             denominator = float(size * size)
         else:
-            weights = [tf.exp(logit - top_logit) for logit in logits]
             numerator, denominator = self._to_channels(weights[0]) * values[0], weights[0]
             weights, values = weights[1:], values[1:]
         for weight, value in zip(weights, values):
