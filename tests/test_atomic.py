@@ -54,3 +54,13 @@ def test_stale_temporaries_of_killed_writers_are_removed_and_nothing_else(tmp_pa
         file.write_bytes(b"x")
     assert atomic.remove_stale_temporaries(path) == [str(stale)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, other.name])
+
+
+def test_save_npy_writes_a_plain_array_and_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "scores.npy"
+    atomic.save_npy(path, np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(np.load(path, allow_pickle=False), [[0, 1, 2], [3, 4, 5]])
+    with pytest.raises(ValueError):
+        atomic.save_npy(path, np.array([{"a": 1}], dtype=object))
+    np.testing.assert_array_equal(np.load(path, allow_pickle=False), [[0, 1, 2], [3, 4, 5]])
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.npy"]

@@ -109,6 +109,17 @@ def write_json(path: str | os.PathLike, value, indent: int = 2) -> None:
     write_text(path, json.dumps(value, indent=indent) + "\n")
 
 
+def save_npy(path: str | os.PathLike, array) -> None:
+    """Write `array` as a `.npy` file (no pickled objects) to `path` atomically."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    write_bytes(path, buffer.getvalue())
+
+
 def save_model(model, path: str | os.PathLike) -> None:
     """Save a Keras model (`.keras`, or `.weights.h5` weights) to `path` atomically."""
     path = os.fspath(path)

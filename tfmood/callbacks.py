@@ -13,11 +13,6 @@ import numpy as np
 from tfmood import atomic, metrics
 
 
-def atomic_save(model: keras.Model, path: str) -> None:
-    """Save a `.keras` model so that `path` is either the old file or the complete new one."""
-    atomic.save_model(model, path)
-
-
 def read_history(csv_path: str) -> list:
     """The rows of a CSVLogger file as dicts of floats (empty when there is none yet)."""
     if not os.path.exists(csv_path):
@@ -175,7 +170,7 @@ class BestCheckpointEarlyStopping(keras.callbacks.Callback):
         if best is not None:
             self.best, self.best_epoch = best[self.monitor], int(best["epoch"])
         if self.history and self.best_epoch == int(self.history[-1]["epoch"]):
-            atomic_save(self.model, self.path)  # the restored weights are the best epoch's
+            atomic.save_model(self.model, self.path)  # the restored weights are the best epoch's
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -184,7 +179,7 @@ class BestCheckpointEarlyStopping(keras.callbacks.Callback):
         self.history.append({"epoch": float(epoch), **logs})
         if value > self.best or not os.path.exists(self.path):
             self.best, self.best_epoch = value, epoch
-            atomic_save(self.model, self.path)
+            atomic.save_model(self.model, self.path)
         elif self.patience and epoch - self.best_epoch >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True

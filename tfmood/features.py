@@ -78,10 +78,6 @@ def write_mel(audio_path: str | os.PathLike, output_path: str | os.PathLike) -> 
     if not output_path.parent.is_dir():
         raise FileNotFoundError(f"{output_path.parent}: output directory does not exist")
     mel = audio_file_to_mel(audio_path)
-    _save_npy_atomically(output_path, mel)
+    atomic.save_npy(output_path, mel)
     return mel
 
-
-def _save_npy_atomically(path: Path, array: np.ndarray) -> None:
-    with atomic.open_binary(path) as handle:
-        np.save(handle, array, allow_pickle=False)

@@ -213,9 +213,7 @@ def write_labels(tsv_path: str, labels_path: str) -> tuple[str, str]:
         (labels_path, ids_path).
     """
     track_ids, labels = read_labels(tsv_path)
-    buffer = io.BytesIO()
-    np.save(buffer, labels, allow_pickle=False)
     ids_path = ids_path_for(labels_path)
-    atomic.write_bytes(labels_path, buffer.getvalue())
+    atomic.save_npy(labels_path, labels)
     atomic.write_bytes(ids_path, "".join(f"{tid}\n" for tid in track_ids).encode("utf-8"))
     return labels_path, ids_path

@@ -528,8 +528,7 @@ def save_matrix(path: str | os.PathLike, matrix: np.ndarray) -> Path:
         matrix: the array.
     """
     path = Path(path)
-    with atomic.open_binary(path) as handle:
-        np.save(handle, matrix, allow_pickle=False)
+    atomic.save_npy(path, matrix)
     return path
 
 

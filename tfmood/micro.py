@@ -400,8 +400,6 @@ def _check_budgets(flatbuffer: bytes, arena_bytes: int, flash_budget: int, arena
 
 
 def _write_outputs(out_path: str, flatbuffer: bytes, snippet: str) -> dict[str, str]:
-    from tfmood import atomic
-
     folder = os.path.dirname(os.path.abspath(out_path))
     arrays = c_array_source(flatbuffer)
     paths = {

@@ -890,8 +890,6 @@ def run_search(config: SearchConfig) -> Optional[dict]:
 # Files
 
 
-
-
 def _read_json(path: str, default):
     if not os.path.exists(path):
         return default

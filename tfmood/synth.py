@@ -854,6 +854,7 @@ def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
     with atomic.temporary_path(path) as temp_path:
         sf.write(temp_path, pcm, sample_rate, subtype="PCM_16", format="WAV")
 
+
 def track_id(number: int) -> str:
     """MTG-style track id: 1 -> `track_0000001`."""
     return f"track_{number:07d}"

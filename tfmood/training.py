@@ -476,12 +476,12 @@ def _fit(config: TrainConfig, strategy, write_dir: str) -> TrainResult:
 
 def _save_backup_as_best(config: TrainConfig, weights_path: str, best_path: str) -> None:
     """Save the model of a backup's weights (and optimizer state) as the best model."""
-    from tfmood.callbacks import atomic_save
+    from tfmood import atomic
 
     model = build_and_compile(dataclasses.replace(config, strategy="none", prior_bias=False))
     model.optimizer.build(model.trainable_variables)
     model.load_weights(weights_path)
-    atomic_save(model, best_path)
+    atomic.save_model(model, best_path)
 
 
 def _result(rows: list, best_path: str, seconds: float) -> TrainResult:

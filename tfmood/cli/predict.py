@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from tfmood import atomic
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -71,7 +73,7 @@ def _run_mel_batch(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     mels = load_mel_batch(args.input, n_mels=model.input_shape[1], n_frames=model.input_shape[2])
     scores = model.predict(mels, batch_size=args.batch_size, verbose="auto")
-    _save_npy_atomically(args.output, scores.astype(np.float32))
+    atomic.save_npy(args.output, scores.astype(np.float32))
     print(f"{args.output}: {scores.shape[0]} examples x {scores.shape[1]} tag scores")
     return 0
 
@@ -112,9 +114,3 @@ def load_mel_batch(path: str, n_mels: int = 96, n_frames: "int | None" = None) -
         raise ValueError(f"{path}: contains NaN or infinite values")
     return mels.astype(np.float32)
 
-
-def _save_npy_atomically(path: str, array: np.ndarray) -> None:
-    from tfmood import atomic
-
-    with atomic.open_binary(path) as stream:
-        np.save(stream, array, allow_pickle=False)
