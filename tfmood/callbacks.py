@@ -93,7 +93,8 @@ class ValidationAUC(keras.callbacks.Callback):
     `val_loss` is Keras' binary cross-entropy over every tag.
 
     Args:
-        dataset: validation dataset of (mel, labels) batches, not shuffled.
+        dataset: validation dataset of (mel, labels) batches, not shuffled (rows past the
+            labels' count, padding, are ignored).
         labels: (tracks, tags) ground truth in the dataset's order.
     """
 
@@ -109,7 +110,8 @@ class ValidationAUC(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch, logs=None):
-        predictions = self.model.predict(self.dataset, verbose=0)
+        # A replicated run pads the last batch (training.pad_last_batch): its rows come last.
+        predictions = self.model.predict(self.dataset, verbose=0)[: len(self.all_labels)]
         scores = np.clip(predictions[:, self.columns], 0.0, 1.0)
         logs = logs if logs is not None else {}
         logs["val_loss"] = binary_crossentropy(self.all_labels, predictions)

@@ -267,10 +267,10 @@ def checked_waveform(path: str) -> np.ndarray:
     if not path.lower().endswith(AUDIO_EXTENSIONS):
         raise ValueError(f"not one of the audio formats {', '.join(AUDIO_EXTENSIONS)}")
     try:
-        waveform = load_audio(path)  # tfmood.audio serialises the decoder itself
+        waveform = load_audio(path)
     except FileNotFoundError:
         raise FileNotFoundError("missing file") from None
-    except (ValueError, RuntimeError, OSError, tf.errors.OpError) as error:
+    except (ValueError, RuntimeError, OSError) as error:
         raise ValueError(_reason(error, path)) from None
     if waveform.size == 0:
         raise ValueError("zero-length audio")
@@ -629,7 +629,7 @@ def audio_examples(tracks: Sequence[Track], root: str, config: DataConfig) -> tf
         return mel, label, track_id
 
     table = tf.data.Dataset.from_tensor_slices((paths, labels, ids))
-    # tfmood.audio decodes one file at a time; resampling and the log-mel run in parallel.
+    # soundfile releases the GIL while libsndfile decodes: files decode in parallel too.
     waveforms = table.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     return waveforms.map(to_mel, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -29,6 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 import keras
 import numpy as np
 
+from tfmood import compat
 from tfmood.layers import AReLU, LocalSelfAttention
 
 # Softmax forms of ExportLocalSelfAttention: "float" uses ELU for exp (XNNPACK has no float EXP
@@ -64,8 +65,8 @@ class ExportLocalSelfAttention(keras.layers.Layer):
       (exact up to rounding; the `+1` terms are summed once, as a 3x3 average pool of v);
     - mode "int8": `exp` is the EXP builtin (an int8 lookup table), the running max is
       `m + relu(l - m)` (SUB with fused RELU, then ADD), the relative embedding is the bias of
-      a unit 1x1 depthwise convolution (see `_add_relative`) and the final division stays
-      float;
+      a unit 1x1 depthwise convolution (see `_add_relative`); the denominator has a floor of
+      1/16 before the final division, an int8 DIV since TF 2.21 (see `_weighted_mean`);
     - with `heads`, the per-channel products are summed within each head by a 1x1 convolution
       with a constant 0/1 kernel (GEMM-fast, and exact in int8), the softmax runs on the
       `heads` head logits, and its weights go back to the channels by the transposed 0/1 kernel.
@@ -221,6 +222,17 @@ class ExportLocalSelfAttention(keras.layers.Layer):
         for weight, value in zip(weights, values):
             numerator = numerator + self._to_channels(weight) * value
             denominator = denominator + weight
+        if self.mode == "int8":
+            # TF 2.21's converter quantises this DIV (TF 2.17's left a float island), and
+            # LiteRT's int8 DIV refuses a zero divisor ("div.cc ... != zero_point" and the
+            # invoke fails). The sum holds exp(0) = 1 of the largest logit, but in int8 the
+            # running max can overshoot the largest logit and all nine weights round to 0
+            # (seen on untrained models). A floor of 1/16 (at least 2 steps of the sum's
+            # scale, at most 9/255) keeps the divisor non-zero and is never reached in exact
+            # arithmetic. Not max(sum, 1): int8 sums just below 1 are common and the numerator
+            # carries the same weights, so that clamp cost ROC-AUC (0.0023 -> 0.0073 against
+            # the output grid on the slow test's model); 1/16 left every output unchanged.
+            denominator = tf.maximum(denominator, 1.0 / 16.0)
         return numerator / self._to_channels(denominator)
 
     def _add_relative(self, keys, index: int):
@@ -395,7 +407,7 @@ def _node_taking(layer: keras.layers.Layer, tensor):
     A layer called in several graphs (a nested model inside a wrapper) has one node per call,
     so the calls are searched rather than `layer.input` read.
     """
-    for node in layer._inbound_nodes:
+    for node in compat.inbound_nodes(layer):
         inputs = node.input_tensors
         if len(inputs) == 1 and inputs[0] is tensor and len(node.outputs) == 1:
             return node
@@ -601,7 +613,7 @@ def logits_model(model: keras.Model) -> keras.Model:
     """
     last = model.layers[-1]
     if isinstance(last, keras.Model):  # a nested chain, e.g. behind a LogMel front-end
-        (node,) = [n for n in last._inbound_nodes if n.outputs[0] is model.outputs[0]]
+        (node,) = [n for n in compat.inbound_nodes(last) if n.outputs[0] is model.outputs[0]]
         outputs = logits_model(last)(node.input_tensors[0])
         return keras.Model(model.inputs, outputs, name=f"{model.name}_logits")
     if isinstance(last, keras.layers.Activation) and last.activation is keras.activations.sigmoid:

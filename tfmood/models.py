@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import keras
 
-from tfmood.layers import AReLU, AttentionAugmentedConv2D, LocalSelfAttention
+from tfmood.layers import AReLU, AttentionAugmentedConv2D, LocalSelfAttention, SyncBatchNormalization
 from tfmood.tags import N_TAGS
 
 BLOCK_FILTERS = (64, 128, 128, 128, 64)
@@ -204,7 +204,9 @@ def build_model(
 
 
 def _batch_norm(name: str) -> keras.layers.Layer:
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+    # Global-batch statistics under tf.distribute, one collective per layer; plain
+    # BatchNormalization on one device.
+    return SyncBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
 def load_model(path: str) -> keras.Model:

@@ -473,6 +473,14 @@ LAYER_MAPPINGS: Dict[str, Dict[str, WeightMapping]] = {
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 
 
+def _mapped_class(layer) -> str:
+    """The LAYER_MAPPINGS key of a layer: the nearest class (itself or a base) with a mapping."""
+    for cls in type(layer).__mro__:
+        if cls.__name__ in LAYER_MAPPINGS:
+            return cls.__name__
+    return type(layer).__name__
+
+
 def _weight_name(variable) -> str:
     return variable.path.split("/")[-1]
 
@@ -490,7 +498,7 @@ def torch_weight_plan(model) -> "collections.OrderedDict[str, Tuple[object, Weig
     for layer in model.layers:
         if not layer.weights:
             continue
-        mappings = LAYER_MAPPINGS.get(type(layer).__name__)
+        mappings = LAYER_MAPPINGS.get(_mapped_class(layer))
         if mappings is None:
             raise ValueError(f"no PyTorch mapping for layer {layer.name} ({type(layer).__name__})")
         for variable in layer.weights:

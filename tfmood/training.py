@@ -239,6 +239,7 @@ def datasets(config: TrainConfig):
     import numpy as np
 
     from tfmood import data
+    from tfmood.metadata import read_split
 
     if not config.train_tsv or not config.validation_tsv or not config.train_root:
         raise ValueError("train_tsv, validation_tsv and train_root are required")
@@ -254,9 +255,15 @@ def datasets(config: TrainConfig):
         skip_bad=config.skip_bad,
         progress=config.verbose > 0,
     )
+    distributed = config.strategy != "none"
+    # Replicated steps never see a partial batch: the last one could leave a replica with no
+    # example, and oneDNN's Conv2D (on by default on AVX-512 CPUs) returns an empty batch with
+    # the input's channels, so that replica's collectives get other shapes than the others' and
+    # the step aborts. Training drops the remainder; validation pads it (see pad_last_batch).
     train = data.make_dataset(
-        config.train_tsv, config.train_root, config.source, training=True, **options
-    )
+        config.train_tsv, config.train_root, config.source, training=True,
+        **{**options, "drop_remainder": distributed},
+    )  # fmt: skip
     validation_root = config.validation_root or config.train_root
     validation = data.make_dataset(
         config.validation_tsv, validation_root, config.source, training=False,
@@ -264,9 +271,33 @@ def datasets(config: TrainConfig):
     )
     # The labels of the usable validation tracks, in the dataset's (deterministic) order.
     labels = np.concatenate([y for _, y in validation.as_numpy_iterator()]).astype(bool)
+    if distributed:
+        if len(read_split(config.train_tsv)) < config.batch_size:
+            raise ValueError(
+                f"{config.train_tsv}: fewer tracks than one batch of {config.batch_size}; a "
+                "replicated run trains on whole batches only"
+            )
+        validation = pad_last_batch(validation, config.batch_size)
     if config.strategy == "multiworker":
         train, validation = _shard_by_data(train), _shard_by_data(validation)
     return train, validation, labels
+
+
+def pad_last_batch(dataset, batch_size: int):
+    """Every batch of (mel, labels) filled up to `batch_size` with zero examples at its end.
+
+    Predictions of the padded rows come after every real one; callers keep the first rows
+    (`ValidationAUC` keeps as many as it has labels).
+    """
+    import tensorflow as tf
+
+    def pad(mel, labels):
+        missing = batch_size - tf.shape(mel)[0]
+        mel = tf.pad(mel, [[0, missing], [0, 0], [0, 0]])
+        labels = tf.pad(labels, [[0, missing], [0, 0]])
+        return tf.ensure_shape(mel, [batch_size, *mel.shape[1:]]), labels
+
+    return dataset.map(pad)
 
 
 def _shard_by_data(dataset):
@@ -297,7 +328,10 @@ def steps_per_epoch(config: TrainConfig) -> int:
 
     if config.steps_per_epoch:
         return config.steps_per_epoch
-    return max(1, math.ceil(len(read_split(config.train_tsv)) / config.batch_size))
+    tracks = len(read_split(config.train_tsv))
+    if config.strategy != "none":  # whole batches only (see datasets)
+        return max(1, tracks // config.batch_size)
+    return max(1, math.ceil(tracks / config.batch_size))
 
 
 def learning_rate(config: TrainConfig):
@@ -320,14 +354,6 @@ def build_and_compile(config: TrainConfig):
                         dropout=config.dropout)
     if config.prior_bias and config.train_tsv:
         model.get_layer("dense").bias.assign(tag_prior_bias(config.train_tsv))
-    if config.strategy != "none":
-        # Keras 3.6 keeps one copy of the BatchNorm moving statistics per replica, each updated
-        # from its own part of the batch, so replicas would predict differently and the saved
-        # model would hold one replica's statistics. Batch statistics synchronised across
-        # replicas keep the copies equal and normalise over the global batch, as on one device.
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(config)),
         loss="binary_crossentropy",
@@ -367,30 +393,16 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _work_around_multiworker_keras(model, config: TrainConfig) -> None:
-    """Two Keras 3.6 failures of `fit` under MultiWorkerMirroredStrategy, worked around.
-
-    1. Keras builds the loss and optimizer state from a first input batch that it reduces
-       across workers, which fails ("Attempt to convert a value (PerReplica...) to a Tensor",
-       keras-team/keras#20585); the input shapes are all it needs.
-    2. It averages each step's scalar logs (the loss) over the replicas with
-       `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar ("Invalid reduction
-       dimension 0 for input with 0 dimensions"); the steps return them as 1-element vectors.
-    """
+    """Two failures of Keras 3.15's `fit` under MultiWorkerMirroredStrategy, worked around
+    (tfmood.compat: building from the input shapes, scalar logs reduced as vectors)."""
     import numpy as np
-    import tensorflow as tf
 
+    from tfmood import compat
     from tfmood.tags import N_TAGS
 
-    build = model._maybe_symbolic_build
     batch = (np.zeros((1, 96, config.n_frames), "float32"), np.zeros((1, N_TAGS), "float32"))
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: build(data_batch=batch)
-
-    def as_vectors(logs: dict) -> dict:
-        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
-
-    train_step, test_step = model.train_step, model.test_step
-    model.train_step = lambda data: as_vectors(train_step(data))
-    model.test_step = lambda data: as_vectors(test_step(data))
+    compat.build_from_shapes(model, batch)
+    compat.scalar_logs_as_vectors(model)
 
 
 def _finished(rows: list, config: TrainConfig) -> bool:

@@ -3,5 +3,6 @@
 from tfmood.layers.arelu import AReLU
 from tfmood.layers.attention_augmented_conv import AttentionAugmentedConv2D
 from tfmood.layers.local_self_attention import LocalSelfAttention
+from tfmood.layers.sync_batch_normalization import SyncBatchNormalization
 
-__all__ = ["AReLU", "AttentionAugmentedConv2D", "LocalSelfAttention"]
+__all__ = ["AReLU", "AttentionAugmentedConv2D", "LocalSelfAttention", "SyncBatchNormalization"]
