@@ -1,7 +1,7 @@
 """TFLite cost of block 3: the attention that replaces the conv, alone and inside the model.
 
-Two comparisons, each timed in interleaved rounds on one thread (`tf.lite.Interpreter(
-num_threads=1)`, default XNNPACK delegate), thread CPU time in ms:
+Two comparisons, each timed in interleaved rounds on one thread (LiteRT's interpreter through
+`tfmood.interpreter`, default XNNPACK delegate), thread CPU time in ms:
 
 - alone: a 3x3 conv + (2, 4) max pool against `tfmood.fold.ExportLocalSelfAttention` with the
   pool fused, on the paper's block-3 input (24 x 87 x 128), and the attention's parts: its q/k/v
@@ -129,17 +129,12 @@ def census(flatbuffer: bytes) -> list:
     """[(op type, count, values written / map size)] of a TFLite model, most written first."""
     import collections
 
-    import tensorflow as tf
+    from tfmood.interpreter import op_details
 
-    no_delegate = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = tf.lite.Interpreter(
-        model_content=flatbuffer, experimental_op_resolver_type=no_delegate
-    )
-    shapes = {tensor["index"]: tensor["shape"] for tensor in interpreter.get_tensor_details()}
     counts, volumes = collections.Counter(), collections.Counter()
-    for op in interpreter._get_ops_details():
+    for op in op_details(flatbuffer):
         counts[op["op_name"]] += 1
-        volumes[op["op_name"]] += sum(int(np.prod(shapes[index])) for index in op["outputs"])
+        volumes[op["op_name"]] += sum(int(np.prod(tensor["shape"])) for tensor in op["outputs"])
     size = HEIGHT * WIDTH * CHANNELS
     return sorted(((name, counts[name], volumes[name] / size) for name in counts),
                   key=lambda row: -row[2])  # fmt: skip

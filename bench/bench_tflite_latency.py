@@ -1,18 +1,19 @@
 """TFLite latency per 30 s clip (96 x 1400 log-mel) on one thread, per preset and target.
 
-For every preset, the model is converted twice: straight (`convert(..., rewrite=False)`: the
-Keras graph as it is, any batch size) and through the export rewrite (`tfmood.fold`: static
-shapes, folded BatchNorm/AReLU, activation after pooling, fast attention). Every interpreter is
-`tf.lite.Interpreter(num_threads=1)` with its default delegate: XNNPACK, which in TF 2.17 takes
-the float ops and also the int8 (QS8) ops it supports; int8 ops it lacks (EXP, MAXIMUM) run on
-the builtin kernels. The models are timed in interleaved rounds (one invoke of each per round), so
-a change in machine load hits all of them alike; the table gives the median over the rounds of the
-CPU time of the invoking thread (single-threaded, it excludes time lost to other processes) and
-the wall-time median beside it, and each model's time over the baseline's (of the medians, of
-the minima, and the median of the per-round ratios). Weights are random: float latency does
-not depend on them, int8 latency only through the quantisation scales (XNNPACK refuses int8
-ADD/SUB/MUL whose scale ratios are out of its range; the export keeps the attention's ops
-within it). int8 calibration uses 8 random log-mel-like inputs. Prints Markdown.
+For every preset, the model is converted twice: straight (`convert(..., rewrite=False)`: the Keras
+graph as it is, any batch size) and through the export rewrite (`tfmood.fold`: static shapes,
+folded BatchNorm/AReLU, activation after pooling, fast attention). Every interpreter is LiteRT's
+(`tfmood.interpreter`, `ai_edge_litert`) with one thread and its default delegate: XNNPACK, which
+takes the float ops (float EXP too, since LiteRT 2.3 / TF 2.21) and also the int8 (QS8) ops it
+supports; int8 ops it lacks (EXP, MAXIMUM) run on the builtin kernels. The models are timed in
+interleaved rounds (one invoke of each per round, `tfmood.interpreter.time_invokes`), so a change
+in machine load hits all of them alike; the table gives the median over the rounds of the CPU time
+of the invoking thread (single-threaded, it excludes time lost to other processes) and the
+wall-time median beside it, and each model's time over the baseline's (of the medians, of the
+minima, and the median of the per-round ratios). Weights are random: float latency does not depend
+on them, int8 latency only through the quantisation scales (XNNPACK refuses int8 ADD/SUB/MUL whose
+scale ratios are out of its range; the export keeps the attention's ops within it). int8
+calibration uses 8 random log-mel-like inputs. Prints Markdown.
 
     python3 bench/bench_tflite_latency.py [--presets baseline sa3 arelu] [--rounds 30]
 
@@ -22,7 +23,6 @@ A preset may carry integer config overrides: `sa3:heads=8` is sa3 with 8 attenti
 import argparse
 import os
 import subprocess
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -85,26 +85,9 @@ def convert_all(presets, targets, variants) -> dict:
 
 def time_interleaved(models: dict, rounds: int) -> dict:
     """{key: {"cpu": ms per round, "wall": ms per round}} over `rounds` interleaved invokes."""
-    import tensorflow as tf
+    from tfmood.interpreter import time_invokes
 
-    interpreters = {}
-    for key, flatbuffer in models.items():
-        interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
-        interpreter.allocate_tensors()
-        (detail,) = interpreter.get_input_details()
-        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-        interpreter.invoke()  # warm-up
-        interpreters[key] = interpreter
-    cpu = {key: [] for key in models}
-    wall = {key: [] for key in models}
-    for _ in tqdm(range(rounds), desc="timing"):
-        for key, interpreter in interpreters.items():
-            wall_start, cpu_start = time.perf_counter(), time.thread_time()
-            interpreter.invoke()
-            cpu[key].append(time.thread_time() - cpu_start)
-            wall[key].append(time.perf_counter() - wall_start)
-    return {key: {"cpu": 1e3 * np.array(cpu[key]), "wall": 1e3 * np.array(wall[key])}
-            for key in models}  # fmt: skip
+    return time_invokes(models, rounds, warmup=1, num_threads=1, progress=True)
 
 
 def ratios(own: dict, base: dict) -> str:
@@ -143,7 +126,7 @@ def main() -> None:
     times = time_interleaved(models, args.rounds)
     after = os.getloadavg()[0]
     print(f"\nCPU: {cpu_model()}; load average before: {load[0]:.2f}, after: {after:.2f}")
-    print(f"input 1 x {N_MELS} x {N_FRAMES}, tf.lite.Interpreter(num_threads=1), default XNNPACK")
+    print(f"input 1 x {N_MELS} x {N_FRAMES}, LiteRT Interpreter(num_threads=1), default XNNPACK")
     print(f"{args.rounds} interleaved rounds: thread CPU median / min ms (wall median ms)\n")
     print(markdown(times, args.presets, args.targets, variants))
     print("\nratios: rewritten model over rewritten baseline, CPU time: of the medians / of the "

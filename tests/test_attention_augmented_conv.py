@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from layer_checks import run_layer_checks
+from tfmood.interpreter import run as run_tflite
 from tfmood.layers import AttentionAugmentedConv2D
 from tfmood.models import VGGishConfig, build_model
 
@@ -193,10 +194,6 @@ def test_vggish_block_and_tflite_builtins():
     assert layer.heads == 8 and (layer.max_height, layer.max_width) == (12, 5)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    interpreter = tf.lite.Interpreter(model_content=converter.convert())
-    interpreter.allocate_tensors()
     x = np.random.default_rng(2).normal(-40, 20, size=(1, 96, 320)).astype("float32")
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    got = run_tflite(converter.convert(), x)
     np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-5)

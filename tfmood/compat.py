@@ -2,7 +2,7 @@
 
 Each use of a private name goes through a function here, and each has a check that fails with
 a clear message when an upgrade removes it (tests/test_compat.py runs every check). Versions
-this was written for: TensorFlow 2.21, Keras 3.15, keras-tuner 1.4.8.
+this was written for: TensorFlow 2.21, Keras 3.15, keras-tuner 1.4.8, ai-edge-litert 2.3.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ INTERNALS = {
     "oracle_duplicate": (
         "keras_tuner.Oracle", "_duplicate",
         "the architecture search skips candidates it has already tried",
+    ),
+    "interpreter_ops": (
+        "ai_edge_litert.interpreter.Interpreter", "_get_ops_details",
+        "op listings and delegation checks read each op's tensors from the interpreter",
     ),
     "tflite_schema": (
         "tensorflow.lite.python.schema_py_generated", "Model",
@@ -68,6 +72,12 @@ def tflite_schema():
     """The generated Python module of the TFLite flatbuffer schema."""
     check("tflite_schema")
     return importlib.import_module("tensorflow.lite.python.schema_py_generated")
+
+
+def interpreter_ops(interpreter) -> list:
+    """The ops of a LiteRT interpreter with their input and output tensor indices."""
+    check("interpreter_ops")
+    return interpreter._get_ops_details()
 
 
 def inbound_nodes(layer) -> list:

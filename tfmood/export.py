@@ -1,15 +1,18 @@
-"""TFLite export: converters, op inspection, verification against Keras, latency.
+"""TFLite export: converters, op inspection, verification against Keras.
 
     convert(model, target, representative_data) -> bytes        float32 | float16 | dynamic | int8
     export_model(model, target, out_path, ...) -> report dict   rewrite, convert, verify, write
 
-Builtin ops only (no Flex/SELECT_TF_OPS), so an exported model runs in the standard TFLite
-runtime; the int8 target is full-integer (int8 input and output). Before conversion the model is
-rebuilt by `tfmood.fold.inference_model` (static shapes, BatchNorm/AReLU folded, attention in a
-fast form). Every export is verified on held-out inputs before it is written: float32 outputs
-within 1e-4 of the Keras model, float16 within 1e-2, dynamic-range and int8 macro ROC-AUC within
-0.01 of the Keras model's (tags with positives and negatives only); interpreter input/output
-dtypes and quantisation parameters are checked too. An export that fails is not written.
+The converter is TensorFlow's (`tf.lite.TFLiteConverter`); the converted models run in LiteRT
+through `tfmood.interpreter` (`run_tflite`, `io_details` and `measure_latency` here are its
+functions, kept under these names). Builtin ops only (no Flex/SELECT_TF_OPS), so an exported
+model runs in the standard TFLite/LiteRT runtime; the int8 target is full-integer (int8 input
+and output). Before conversion the model is rebuilt by `tfmood.fold.inference_model` (static
+shapes, BatchNorm/AReLU folded, attention in a fast form). Every export is verified on held-out
+inputs before it is written: float32 outputs within 1e-4 of the Keras model, float16 within
+1e-2, dynamic-range and int8 macro ROC-AUC within 0.01 of the Keras model's (tags with positives
+and negatives only); interpreter input/output dtypes and quantisation parameters are checked
+too. An export that fails is not written.
 
 The calibration and verification data come from the real input pipeline (`tfmood.data`) at batch
 size 1: the validation and test splits of a corpus in the MTG-Jamendo layout, by default a
@@ -22,12 +25,13 @@ import dataclasses
 import os
 import re
 import tempfile
-import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
 from tfmood import atomic
+from tfmood.interpreter import io_details, measure_latency  # noqa: F401  (public names here)
+from tfmood.interpreter import run as run_tflite
 
 TARGETS = ("float32", "float16", "dynamic", "int8")
 # Verification limits: max |TFLite - Keras| on the scores, or the ROC-AUC difference.
@@ -125,8 +129,9 @@ def ops_used(flatbuffer: bytes) -> List[str]:
     Args:
         flatbuffer: the model bytes.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
+    from tfmood import compat
 
+    schema = compat.tflite_schema()  # TensorFlow's generated module of the TFLite schema
     names = {code: name for name, code in vars(schema.BuiltinOperator).items()
              if not name.startswith("_")}  # fmt: skip
     model = schema.Model.GetRootAsModel(flatbuffer, 0)
@@ -159,86 +164,6 @@ def check_builtin_ops(flatbuffer: bytes) -> List[str]:
             f"{', '.join(c.split(':', 1)[1] for c in custom)}"
         )
     return used
-
-
-# ----------------------------------------------------------------------------------------------
-# Running a TFLite model
-
-
-def _interpreter(flatbuffer: bytes, num_threads: int = 1):
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=num_threads)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _tensor_info(detail: dict) -> dict:
-    scale, zero_point = detail["quantization"]
-    info = {
-        "name": detail["name"],
-        "dtype": np.dtype(detail["dtype"]).name,
-        "shape": [int(d) for d in detail["shape"]],
-    }
-    if scale:
-        info["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
-    else:
-        info["quantization"] = None
-    return info
-
-
-def io_details(flatbuffer: bytes) -> dict:
-    """Input and output tensors: name, dtype, shape and quantisation (scale, zero point).
-
-    Args:
-        flatbuffer: the model bytes.
-    """
-    interpreter = _interpreter(flatbuffer)
-    return {
-        "inputs": [_tensor_info(d) for d in interpreter.get_input_details()],
-        "outputs": [_tensor_info(d) for d in interpreter.get_output_details()],
-    }
-
-
-def run_tflite(flatbuffer: bytes, inputs: np.ndarray, num_threads: int = 1) -> np.ndarray:
-    """Outputs of a single-input TFLite model for a batch, one example at a time.
-
-    Float inputs are quantised with the input tensor's parameters for an int8 model, and int8
-    outputs are dequantised, so the result compares directly with the Keras model's.
-
-    Args:
-        flatbuffer: the model bytes (input batch size 1).
-        inputs: float32 array (N, ...) of examples.
-        num_threads: interpreter threads.
-
-    Returns:
-        float32 array (N, ...) of outputs.
-    """
-    interpreter = _interpreter(flatbuffer, num_threads)
-    (input_detail,) = interpreter.get_input_details()
-    (output_detail,) = interpreter.get_output_details()
-    outputs = []
-    for example in np.asarray(inputs, dtype=np.float32):
-        interpreter.set_tensor(input_detail["index"], _quantize(example[None], input_detail))
-        interpreter.invoke()
-        outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
-    return np.concatenate(outputs).astype(np.float32)
-
-
-def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return values.astype(dtype)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(dtype)
-
-
-def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    if np.dtype(detail["dtype"]).kind == "f":
-        return values.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    return (values.astype(np.float32) - zero_point) * scale
 
 
 # ----------------------------------------------------------------------------------------------
@@ -561,46 +486,6 @@ def audio_in_model(mel_model, n_samples: int, batch_size: Optional[int] = 1):
             f"(use {audio_samples_for(frames)} samples)"
         )
     return keras.Model(waveform, mel_model(mel), name=f"{mel_model.name}_audio_in")
-
-
-# ----------------------------------------------------------------------------------------------
-# Latency
-
-
-def measure_latency(
-    flatbuffer: bytes, runs: int = 20, warmup: int = 2, num_threads: int = 1
-) -> dict:
-    """Latency of one invoke on zeros with `tf.lite.Interpreter` (XNNPACK applied by default).
-
-    Both the wall time and the CPU time of the calling thread are recorded: with one thread the
-    interpreter runs on the caller, so the CPU time leaves out time lost to other processes on a
-    shared machine.
-
-    Args:
-        flatbuffer: the model bytes.
-        runs: timed invokes.
-        warmup: untimed invokes first.
-        num_threads: interpreter threads.
-
-    Returns:
-        {"wall_ms": {"median", "min"}, "cpu_ms": {"median", "min"}, "runs"}.
-    """
-    interpreter = _interpreter(flatbuffer, num_threads)
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-    for _ in range(warmup):
-        interpreter.invoke()
-    wall, cpu = [], []
-    for _ in range(runs):
-        wall_start, cpu_start = time.perf_counter(), time.thread_time()
-        interpreter.invoke()
-        cpu.append(time.thread_time() - cpu_start)
-        wall.append(time.perf_counter() - wall_start)
-
-    def summary(values):
-        return {"median": 1e3 * float(np.median(values)), "min": 1e3 * float(np.min(values))}
-
-    return {"wall_ms": summary(wall), "cpu_ms": summary(cpu), "runs": runs}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,11 +19,12 @@ models). Global max and mean pooling are concatenated. A clip is scored by runni
 consecutive windows and averaging their scores.
 
 Every export is run in the real TFLM interpreter (the `tflite-micro` package): it must allocate
-within the arena budget, and its int8 outputs must equal the standard TFLite interpreter's on the
-same model within one quantisation step. The smallest arena that allocates is measured by
-bisection and reported. Written beside the .tflite: `model_data.cc`/`model_data.h` (the model as
-`alignas(16) const unsigned char g_model[]`) and `ops.txt` (the `MicroMutableOpResolver`
-registrations for exactly the ops the model uses, and the arena size).
+within the arena budget, and its int8 outputs must equal those of LiteRT's reference kernels
+(`tfmood.interpreter`, `BUILTIN_REF`) on the same model within one quantisation step. The
+smallest arena that allocates is measured by bisection and reported. Written beside the
+.tflite: `model_data.cc`/`model_data.h` (the model as `alignas(16) const unsigned char
+g_model[]`) and `ops.txt` (the `MicroMutableOpResolver` registrations for exactly the ops the
+model uses, and the arena size).
 """
 
 from __future__ import annotations
@@ -265,7 +266,7 @@ def score_clips_tflm(flatbuffer: bytes, clips, arena_size: int = ARENA_BUDGET) -
     Returns:
         float32 (clips, tags).
     """
-    from tfmood.export import io_details
+    from tfmood.interpreter import io_details
 
     details = io_details(flatbuffer)
     input_scale, input_zero = _quant_pair(details["inputs"][0])
@@ -280,27 +281,22 @@ def score_clips_tflm(flatbuffer: bytes, clips, arena_size: int = ARENA_BUDGET) -
 
 
 def run_tflite_int8(flatbuffer: bytes, inputs: np.ndarray) -> np.ndarray:
-    """Raw int8 outputs of the standard TFLite interpreter on int8 inputs (reference kernels).
+    """Raw int8 outputs of LiteRT's reference kernels (`BUILTIN_REF`) on int8 inputs.
+
+    The reference kernels do the arithmetic TFLM's do; the optimised builtin kernels and the
+    XNNPACK delegate requantise differently and can move outputs by a step or more.
 
     Args:
         flatbuffer: the int8 model bytes.
         inputs: int8 (N, ...) quantised examples.
-    """
-    import tensorflow as tf
 
-    interpreter = tf.lite.Interpreter(
-        model_content=flatbuffer,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
-    )
-    interpreter.allocate_tensors()
-    (input_detail,) = interpreter.get_input_details()
-    (output_detail,) = interpreter.get_output_details()
-    outputs = []
-    for example in np.asarray(inputs, dtype=np.int8):
-        interpreter.set_tensor(input_detail["index"], example[None])
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_detail["index"]).reshape(1, -1))
-    return np.concatenate(outputs).astype(np.int8)
+    Returns:
+        int8 (N, outputs).
+    """
+    from tfmood.interpreter import run
+
+    outputs = run(flatbuffer, np.asarray(inputs, dtype=np.int8), kernels="reference", raw=True)
+    return outputs.reshape(len(outputs), -1).astype(np.int8)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -428,6 +424,9 @@ def export_micro(
 ) -> dict:
     """Convert to full int8, check it in TFLM against TFLite, and write the firmware files.
 
+    TFLM's int8 outputs must be within one step of LiteRT's reference kernels' on the test
+    inputs (`run_tflite_int8`; check "tflm_vs_tflite_int8_steps").
+
     Args:
         model: a Keras model or the path of a `.keras` file (fixed input length).
         out_path: the .tflite file; `model_data.cc`, `model_data.h` and `ops.txt` go beside it
@@ -450,14 +449,8 @@ def export_micro(
         ValueError: the model is over the flash budget or its arena over the arena budget (the
             message names both numbers), or an op has no TFLM registration.
     """
-    from tfmood.export import (
-        _model_frames,
-        _quantize,
-        convert,
-        io_details,
-        ops_used,
-        representative_dataset,
-    )
+    from tfmood.export import _model_frames, convert, ops_used, representative_dataset
+    from tfmood.interpreter import io_details, quantize
     from tfmood.models import load_model
 
     if isinstance(model, (str, os.PathLike)):
@@ -471,7 +464,7 @@ def export_micro(
     _check_budgets(flatbuffer, arena_bytes, flash_budget, arena_budget)
     details = io_details(flatbuffer)
     input_detail = {"dtype": np.int8, "quantization": _quant_pair(details["inputs"][0])}
-    quantized = _quantize(data["test"], input_detail)
+    quantized = quantize(data["test"], input_detail)
     micro = run_tflm(flatbuffer, quantized, arena_budget)
     reference = run_tflite_int8(flatbuffer, quantized)
     steps = int(np.max(np.abs(micro.astype(np.int32) - reference.astype(np.int32))))

@@ -21,7 +21,7 @@ sampler (used by random search, by Bayesian optimisation for its initial points 
 Hyperband for new brackets); a Bayesian proposal over budget is replaced by a random one within
 it. If no candidate within budget turns up in `max_draws` draws, the search ends. (The filter
 overrides the oracles' `_random_values` and `_duplicate`, internals of keras-tuner 1.4.8, the
-version setup.cfg pins.)
+version setup.cfg pins; tfmood.compat checks they exist.)
 
 Resume. Trials live under `directory/project_name` (keras-tuner's files) and the tuner is made
 with `overwrite=False`: running the same search again reloads the oracle, skips finished trials
@@ -47,8 +47,6 @@ import dataclasses
 import functools
 import json
 import os
-import statistics
-import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import keras
@@ -625,46 +623,24 @@ def describe(values: dict) -> str:
 
 
 def tflite_float32(model) -> bytes:
-    """A float32 TFLite flatbuffer with builtin ops only (tfmood.export when it exists)."""
-    try:
-        from tfmood.export import convert
-    except ImportError:
-        convert = None
-    if convert is not None:
-        return convert(model, "float32")
-    import tensorflow as tf
+    """A float32 TFLite flatbuffer with builtin ops only, through the export rewrite
+    (`tfmood.export.convert`)."""
+    from tfmood.export import convert
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
-
-
-def tflite_latency_ms(flatbuffer: bytes, runs: int = 10, warmup: int = 2) -> float:
-    """Median milliseconds of one single-threaded `invoke` on a random input."""
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    data = np.random.default_rng(0).normal(-40.0, 20.0, size=detail["shape"])
-    interpreter.set_tensor(detail["index"], data.astype(detail["dtype"]))
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+    return convert(model, "float32")
 
 
 def measure_latency(hypermodel: VGGishHyperModel, values: dict, frames: int, runs: int) -> float:
-    """TFLite float32 latency (ms) of a candidate's architecture at 96 x `frames` (the weights
-    do not change float32 latency, so a freshly built model is measured)."""
+    """TFLite float32 latency (ms) of a candidate's architecture at 96 x `frames`: the median
+    wall time of `runs` single-threaded invokes in LiteRT with its default XNNPACK delegate
+    (`tfmood.interpreter.measure_latency`). The weights do not change float32 latency, so a
+    freshly built model is measured."""
+    from tfmood.interpreter import measure_latency as tflite_latency
     from tfmood.models import build_model
 
     config = hypermodel.config_of_values(values).replace(n_frames=frames)
-    return round(tflite_latency_ms(tflite_float32(build_model(config)), runs), 2)
+    latency = tflite_latency(tflite_float32(build_model(config)), runs=runs, warmup=2)
+    return round(latency["wall_ms"]["median"], 2)
 
 
 def _trial_row(trial, hypermodel, objective: str) -> dict:
