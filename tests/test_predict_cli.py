@@ -144,3 +144,38 @@ def test_predict_names_a_missing_model(tmp_path, capsys):
     argv = ["predict", "--model", str(tmp_path / "none.keras"), "--input", str(tmp_path / "x.npy")]
     assert main(argv + ["-o", str(tmp_path / "y.npy")]) == 2
     assert "none.keras" in capsys.readouterr().err
+
+
+# --- tagging music with the MTG-Jamendo baseline ---------------------------------------------
+
+MUSIC = os.path.join(os.path.dirname(__file__), "data", "music")
+
+
+def test_predict_tags_music_with_the_mtg_baseline(reference_dir, tmp_path, capsys):
+    """Whole tracks = mean of the model's per-window scores; --first-window = the first 1400."""
+    from tfmood import data, tagger
+    from tfmood.features import audio_file_to_mel
+    from tfmood.torch_import import import_torch
+
+    model = import_torch(reference_dir / "mtg_baseline" / "best_model.pth", preset="baseline")
+    model_path = tmp_path / "mtg.keras"
+    model.save(model_path)
+    files = [os.path.join(MUSIC, "hyperrogue-hell.ogg"),  # 65 s: two windows
+             os.path.join(MUSIC, "broken.ogg")]
+    whole, first = tmp_path / "whole.csv", tmp_path / "first.jsonl"
+    assert main(["predict", "--model", str(model_path), *files, "-o", str(whole)]) == 1
+    err = capsys.readouterr().err
+    assert "broken.ogg" in err and "1 of 2 files could not be tagged" in err
+    argv = ["predict", "--model", str(model_path), files[0], "-o", str(first), "--first-window"]
+    assert main(argv) == 0
+    mel = audio_file_to_mel(files[0])
+    windows = np.stack([mel[:, :1400], mel[:, 1400:2800]])
+    assert mel.shape[1] < 2800 + 700  # the remainder is under half a window: dropped
+    expected = np.asarray(model(windows, training=False))
+    (row,) = tagger.read_results(str(whole))
+    assert row["windows"] == 2 and row["scores"].shape == (56,)
+    np.testing.assert_allclose(row["scores"], expected.mean(axis=0), atol=1e-4)
+    (row,) = tagger.read_results(str(first))
+    crop = np.asarray(data.tile_or_crop(mel, 1400))[None]
+    np.testing.assert_allclose(row["scores"], np.asarray(model(crop, training=False))[0],
+                               atol=1e-4)

@@ -87,17 +87,23 @@ def top_tags(scores: np.ndarray, k: int = 5, tags: Sequence[str] = MOODTHEME_TAG
 
 
 def predict_audio(model, paths: Sequence[str], n_frames: Optional[int] = 1400,
-                  k: int = 5) -> List[dict]:
-    """Top-k tags of audio files: decode, log-mel, the model's input crop (first n_frames)."""
-    from tfmood import data
-    from tfmood.features import audio_file_to_mel
+                  k: int = 5, first_window: bool = True) -> List[dict]:
+    """Top-k tags of audio files (a .keras model object, or a `tfmood.tagger` runner).
 
+    With `first_window` (the default, MediaEval's convention) the model sees each file's first
+    `n_frames` frames (tiled if shorter); otherwise the mean over the whole track's windows
+    (`tfmood.tagger`). A file that cannot be decoded raises its ValueError/FileNotFoundError.
+    """
+    from tfmood import tagger
+
+    runner = model if callable(model) and not hasattr(model, "predict_on_batch") \
+        else tagger.KerasRunner(model)
+    n_frames = runner.n_frames or n_frames or tagger.N_FRAMES
     results = []
-    for path in paths:
-        mel = audio_file_to_mel(path)
-        if n_frames:
-            mel = np.asarray(data.tile_or_crop(mel, n_frames))
-        scores = np.asarray(model.predict_on_batch(mel[None].astype(np.float32)))[0]
-        results.append({"file": str(path), "tags": [
-            {"tag": tag, "score": round(score, 4)} for tag, score in top_tags(scores, k)]})
+    for result in tagger.tag_tracks(runner, list(paths), n_frames=n_frames,
+                                    first_window=first_window, workers=1):
+        if not result.ok:
+            raise ValueError(result.error)
+        results.append({"file": str(result.path), "tags": [
+            {"tag": tag, "score": round(score, 4)} for tag, score in top_tags(result.scores, k)]})
     return results

@@ -215,6 +215,24 @@ def load_model(path: str) -> keras.Model:
 
     import tfmood.layers  # noqa: F401  (registers the custom layers)
 
+    import zipfile
+
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such model file")
+    path_str = os.fspath(path)
+    if path_str.endswith(".keras") and os.path.isfile(path_str):
+        # Keras reports an unreadable archive as "File not found"; say what is wrong instead.
+        try:
+            with zipfile.ZipFile(path_str) as archive:
+                bad = archive.testzip()
+                names = set(archive.namelist())
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise ValueError(
+                f"{path_str}: corrupt or truncated .keras model file (not a readable zip "
+                f"archive: {error})"
+            ) from None
+        if bad is not None:
+            raise ValueError(f"{path_str}: corrupt .keras model file ({bad} fails its CRC check)")
+        if "config.json" not in names:
+            raise ValueError(f"{path_str}: corrupt .keras model file (no config.json inside)")
     return keras.saving.load_model(path, safe_mode=True)
