@@ -544,3 +544,100 @@ def test_output_grid_rounds_scores_to_int8_output_values():
     grid = export.on_output_grid(scores, 1 / 256, -128)
     # Steps of 1/256 from 0; 1.2 saturates at the largest int8 value, 127 - (-128) = 255 steps.
     np.testing.assert_allclose(grid, [[0.0, 0.0, 1 / 256, 0.5, 255 / 256, 255 / 256]])
+
+
+# --- fidelity on unlabelled real music (--calibration MUSIC-FOLDER) -----------------------------
+
+MUSIC = os.path.join(os.path.dirname(__file__), "data", "music")
+
+
+def test_fidelity_numbers_match_hand_computed_ones():
+    from scipy.stats import spearmanr
+
+    reference = np.array([[0.9, 0.1, 0.5, 0.3, 0.2, 0.0],
+                          [0.2, 0.8, 0.4, 0.1, 0.7, 0.3],
+                          [0.5, 0.5, 0.6, 0.9, 0.1, 0.2],
+                          [0.1, 0.3, 0.2, 0.4, 0.6, 0.5]])  # fmt: skip
+    outputs = reference.copy()
+    outputs[0, 0] = 0.88  # |dp| 0.02, ranks kept
+    outputs[1, 2] = 0.65  # tag 2: ranks [3, 2, 4, 1] become [2, 4, 3, 1]
+    outputs[3, 5] = 0.75  # tag 5: ranks [1, 3, 2, 4] kept
+    numbers = export.fidelity(reference, outputs, k=5)
+    diff = np.abs(outputs - reference)
+    assert numbers["mean_abs_diff"] == pytest.approx(diff.mean())
+    assert numbers["mean_abs_diff"] == pytest.approx((0.02 + 0.25 + 0.25) / 24)
+    assert numbers["max_abs_diff"] == pytest.approx(0.25)
+    rho = [spearmanr(reference[:, t], outputs[:, t])[0] for t in range(6)]
+    np.testing.assert_allclose(export.spearman_per_tag(reference, outputs), rho)
+    assert rho[2] == pytest.approx(0.4)  # sum d^2 = 1 + 4 + 1: 1 - 6 * 6 / (4 * 15)
+    assert numbers["spearman_median"] == pytest.approx(1.0)
+    assert numbers["spearman_min"] == pytest.approx(0.4)
+    # Top-5 of 6 tags = all but the lowest, which no change above moves.
+    assert numbers["top5_agreement"] == pytest.approx(1.0)
+    outputs[2, 4] = 0.95  # window 2: reference drops tag 4 (0.1); outputs drop tag 5 (0.2)
+    numbers = export.fidelity(reference, outputs, k=5)
+    assert numbers["top5_agreement"] == pytest.approx((3 + 4 / 5) / 4)
+    assert numbers["top5_exact"] == pytest.approx(3 / 4)
+
+
+def test_spearman_of_a_constant_tag_is_undefined_and_left_out_of_the_median():
+    reference = np.array([[0.1, 0.5], [0.2, 0.5], [0.3, 0.5]])
+    rho = export.spearman_per_tag(reference, reference)
+    assert rho[0] == pytest.approx(1.0) and np.isnan(rho[1])
+    assert export.fidelity(reference, reference, k=1)["spearman_tags"] == 1
+
+
+def test_int8_fidelity_limits_and_float_max_diff_limits():
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(0, 0.2, (20, 56))
+    checks, _ = export.check_fidelity("int8", reference, reference + 0.005)
+    assert all(check.passed for check in checks)  # a shift keeps every ranking
+    checks, _ = export.check_fidelity("int8", reference, reference + 0.02)
+    assert [c.metric for c in checks if not c.passed] == ["mean_abs_diff"]
+    checks, _ = export.check_fidelity("int8", reference, rng.uniform(0, 0.2, (20, 56)))
+    assert {"spearman_median", "top5_agreement"} <= {c.metric for c in checks if not c.passed}
+    checks, _ = export.check_fidelity("float32", reference, reference + 2e-4)
+    assert [c.metric for c in checks if not c.passed] == ["max_abs_diff"]
+
+
+def test_music_windows_are_consecutive_and_split_by_track():
+    windows = export.music_windows(MUSIC, 1400, hop_frames=700)
+    assert [os.path.basename(t) for t in windows.tracks][:2] == [
+        "asc-frontiers.mp3", "drascula-track1.ogg"]  # fmt: skip
+    assert windows.skipped and windows.skipped[0][0].endswith("broken.ogg")
+    assert windows.inputs.shape[1:] == (96, 1400)
+    first = windows.inputs[windows.track_index == 0]
+    np.testing.assert_array_equal(first[0][:, 700:], first[1][:, :700])  # consecutive, hop 700
+    parts = export.split_music(windows)
+    calibration = set(parts["calibration"].tracks)
+    assert calibration.isdisjoint(parts["test"].tracks)
+    assert sorted(calibration | set(parts["test"].tracks)) == windows.tracks
+    assert os.path.basename(parts["calibration"].tracks[0]) == "asc-frontiers.mp3"
+
+
+def test_export_cli_calibrates_and_verifies_on_a_music_folder(tmp_path, capsys):
+    import shutil
+
+    from tfmood.cli import main
+
+    music = tmp_path / "music"
+    music.mkdir()
+    for name in ("hyperrogue-desert.ogg", "hyperrogue-ocean.ogg", "drascula-track11.ogg",
+                 "broken.ogg"):  # fmt: skip
+        shutil.copy(os.path.join(MUSIC, name), music / name)
+    keras_path = tmp_path / "model.keras"
+    small_model("baseline").save(keras_path)
+    out = tmp_path / "model.tflite"
+    code = main(["export", str(keras_path), "--target", "float32", "-o", str(out),
+                 "--calibration", str(music), "--n-frames", str(N_FRAMES), "--hop", "160",
+                 "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and out.is_file() and report["passed"]
+    assert report["data"]["calibration"]["tracks"] == ["drascula-track11.ogg",
+                                                       "hyperrogue-ocean.ogg"]  # fmt: skip
+    assert report["data"]["test"]["tracks"] == ["hyperrogue-desert.ogg"]
+    assert "broken.ogg" in report["data"]["test"]["skipped"][0]
+    assert report["fidelity"]["examples"] == report["data"]["test"]["windows"] > 1
+    metrics = {check["metric"]: check for check in report["checks"]}
+    assert metrics["max_abs_diff"]["limit"] == 1e-4 and metrics["max_abs_diff"]["passed"]
+    assert metrics["spearman_median"]["limit"] is None  # float32: reported only

@@ -17,6 +17,17 @@ too. An export that fails is not written.
 The calibration and verification data come from the real input pipeline (`tfmood.data`) at batch
 size 1: the validation and test splits of a corpus in the MTG-Jamendo layout, by default a
 synthetic corpus (`tfmood.synth`) generated once into a cache directory.
+
+Or from a folder of unlabelled music (`calibration=FOLDER` of audio files, no split TSVs): each
+track is decoded (`tfmood.audio`), turned into log-mel (`tfmood.features`) and cut into windows of
+the model's frames (every `hop_frames`, `music_windows`); the tracks, sorted by name, alternate
+between calibration (even places) and verification (odd places), so no track is in both. A model
+trained on real music is then judged without labels against the Keras model (`fidelity`): mean and
+max |dp| of the tag scores, the median over tags of the per-tag Spearman rank correlation across
+windows and the top-5 agreement (the mean, over windows, of |top5(Keras) & top5(TFLite)| / 5;
+the fraction of windows whose top-5 sets are identical is reported too). Limits
+(`FIDELITY_LIMITS`): int8 and dynamic mean |dp| <= 0.01, Spearman median >= 0.98, top-5 agreement
+>= 0.9; float16 max |dp| <= 1e-2 and float32 max |dp| <= 1e-4 as on the synthetic corpus.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import dataclasses
 import os
 import re
 import tempfile
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -47,6 +58,13 @@ DEFAULT_CORPUS = {"n_tracks": 300, "seconds": 30.0, "seed": 0}
 # front-end (int8, and dynamic, whose hybrid kernels quantise activations on the fly) the quiet
 # bins that the dB scale keeps are lost (ROC-AUC fell by 0.13 on the synthetic test split).
 AUDIO_IN_TARGETS = ("float32", "float16")
+# Music-folder verification (no labels): fidelity to the Keras model's scores.
+FIDELITY_LIMITS = {"mean_abs_diff": 0.01, "spearman_median": 0.98, "top5_agreement": 0.9}
+TOP_K = 5
+AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg")
+# Window step in mel frames for music folders: 1/8 of a 1400-frame window (3.7 s), so a
+# 35-second excerpt gives 2 windows and a 65-second one 10.
+DEFAULT_HOP_FRAMES = 175
 SAMPLE_RATE = 12000
 HOP_LENGTH = 256
 
@@ -303,6 +321,109 @@ def on_output_grid(scores: np.ndarray, scale: float, zero_point: int) -> np.ndar
     return ((steps - zero_point) * scale).astype(np.float32)
 
 
+def spearman_per_tag(reference: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation of each tag's scores across examples (average ranks for ties).
+
+    A tag whose scores are constant on either side has no rank correlation: NaN.
+
+    Args:
+        reference: (N, tags) scores.
+        outputs: (N, tags) scores.
+
+    Returns:
+        float64 (tags,).
+    """
+    from scipy.stats import rankdata
+
+    a = rankdata(np.asarray(reference, dtype=np.float64), axis=0)
+    b = rankdata(np.asarray(outputs, dtype=np.float64), axis=0)
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    denominator = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (a * b).sum(axis=0) / denominator
+    return np.where(denominator > 0, rho, np.nan)
+
+
+def top_k_sets(scores: np.ndarray, k: int = TOP_K) -> List[frozenset]:
+    """Each example's k highest-scoring tags (ties broken by the lower tag index)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), axis=1, kind="stable")
+    return [frozenset(row[:k].tolist()) for row in order]
+
+
+def fidelity(reference: np.ndarray, outputs: np.ndarray, k: int = TOP_K) -> dict:
+    """How closely exported scores follow the Keras model's on the same inputs, without labels.
+
+    Args:
+        reference: Keras scores (N, tags), probabilities.
+        outputs: exported-model scores (N, tags), probabilities.
+        k: the top-k of the agreement.
+
+    Returns:
+        {"examples", "mean_abs_diff" (over all scores), "max_abs_diff",
+         "worst_tag_mean_abs_diff" (the largest per-tag mean), "spearman_median" (over the tags
+         with a defined correlation), "spearman_min", "spearman_tags" (how many were defined),
+         "top5_agreement" (mean over examples of |top-k(Keras) & top-k(export)| / k),
+         "top5_exact" (fraction of examples whose top-k sets are equal)}.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if reference.shape != outputs.shape or reference.ndim != 2:
+        raise ValueError(f"scores of shapes {reference.shape} and {outputs.shape} do not pair")
+    diff = np.abs(outputs - reference)
+    rho = spearman_per_tag(reference, outputs)
+    defined = rho[~np.isnan(rho)]
+    pairs = list(zip(top_k_sets(reference, k), top_k_sets(outputs, k)))
+    overlap = [len(a & b) / k for a, b in pairs]
+    return {
+        "examples": int(reference.shape[0]),
+        "mean_abs_diff": float(diff.mean()),
+        "max_abs_diff": float(diff.max()),
+        "worst_tag_mean_abs_diff": float(diff.mean(axis=0).max()),
+        "spearman_median": float(np.median(defined)) if defined.size else float("nan"),
+        "spearman_min": float(defined.min()) if defined.size else float("nan"),
+        "spearman_tags": int(defined.size),
+        "top5_agreement": float(np.mean(overlap)),
+        "top5_exact": float(np.mean([a == b for a, b in pairs])),
+    }
+
+
+def check_fidelity(target: str, reference: np.ndarray, outputs: np.ndarray,
+                   logits: bool = False) -> Tuple[List[Check], dict]:
+    """The checks of an export against the Keras model on unlabelled real music.
+
+    float32 and float16: max |dp| against MAX_ABS_DIFF; dynamic and int8: the mean |dp|, the
+    per-tag Spearman median and the top-5 agreement against FIDELITY_LIMITS. Every fidelity
+    number is reported; those without a limit for the target are reported only.
+
+    Args:
+        target: the conversion target.
+        reference: Keras outputs (N, tags).
+        outputs: exported-model outputs (N, tags).
+        logits: both are logits (compared as their sigmoids).
+
+    Returns:
+        (checks, the `fidelity` dict).
+    """
+    _check_target(target)
+    to_scores = _sigmoid if logits else np.asarray
+    numbers = fidelity(to_scores(reference), to_scores(outputs))
+    if target in MAX_ABS_DIFF:
+        limits = {"max_abs_diff": MAX_ABS_DIFF[target]}
+    else:
+        limits = dict(FIDELITY_LIMITS)
+    checks = []
+    for metric in ("mean_abs_diff", "max_abs_diff", "spearman_median", "top5_agreement"):
+        value, limit = numbers[metric], limits.get(metric)
+        if limit is None:
+            checks.append(Check(metric, value, None, True, "reported only"))
+            continue
+        higher_is_better = metric in ("spearman_median", "top5_agreement")
+        passed = value >= limit if higher_is_better else value <= limit
+        checks.append(Check(metric, value, limit, bool(passed),
+                            f"{numbers['examples']} windows of real music"))  # fmt: skip
+    return checks, numbers
+
+
 # ----------------------------------------------------------------------------------------------
 # Data: calibration and verification splits through the real pipeline
 
@@ -453,6 +574,145 @@ def representative_dataset(inputs: np.ndarray) -> Callable[[], Iterable[list]]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Data: windows of unlabelled music
+
+
+def is_music_folder(path: Optional[str]) -> bool:
+    """A folder of audio files to calibrate or verify on (rather than a labelled corpus)."""
+    if path is None or not os.path.isdir(path):
+        return False
+    if os.path.isfile(os.path.join(path, SPLIT_NAME.format(split="validation"))):
+        return False
+    return bool(music_files(path))
+
+
+def music_files(folder: str) -> List[str]:
+    """The audio files directly in `folder` (WAV, MP3, FLAC, OGG), sorted by name."""
+    names = sorted(name for name in os.listdir(folder)
+                   if name.lower().endswith(AUDIO_SUFFIXES))  # fmt: skip
+    return [os.path.join(folder, name) for name in names
+            if os.path.isfile(os.path.join(folder, name))]  # fmt: skip
+
+
+@dataclasses.dataclass
+class MusicWindows:
+    """Windows of real music: model inputs (N, ...) float32 and where each came from."""
+
+    inputs: np.ndarray
+    tracks: List[str]  # the file names, one per track used
+    track_index: np.ndarray  # (N,) index into `tracks`
+    start_frames: np.ndarray  # (N,) first mel frame of each window
+    skipped: List[Tuple[str, str]]  # (file name, reason) of files that could not be decoded
+
+    def subset(self, keep: Sequence[int]) -> "MusicWindows":
+        """The windows of the tracks at the positions `keep` (in `tracks`)."""
+        keep = sorted(keep)
+        mask = np.isin(self.track_index, keep)
+        remap = np.full(len(self.tracks), -1)
+        remap[keep] = np.arange(len(keep))
+        return MusicWindows(self.inputs[mask], [self.tracks[i] for i in keep],
+                            remap[self.track_index[mask]], self.start_frames[mask],
+                            self.skipped)  # fmt: skip
+
+    def describe(self, folder: str) -> dict:
+        return {
+            "folder": folder,
+            "tracks": [os.path.basename(track) for track in self.tracks],
+            "windows": int(len(self.inputs)),
+            "skipped": [f"{os.path.basename(name)}: {reason}" for name, reason in self.skipped],
+        }
+
+
+def track_windows(waveform: np.ndarray, n_frames: int, hop_frames: int, audio_in: bool,
+                  n_mels: int = 96) -> Tuple[np.ndarray, np.ndarray]:
+    """Consecutive windows of one track, every `hop_frames` mel frames (the last ones that fit).
+
+    A track shorter than one window is tiled to one window.
+
+    Args:
+        waveform: the 12 kHz mono waveform.
+        n_frames: frames per window.
+        hop_frames: frames between window starts.
+        audio_in: give waveform windows of `audio_samples_for(n_frames)` samples (window w starts
+            at sample w * hop_frames * 256) instead of log-mel windows (n_mels, n_frames).
+        n_mels: mel bands.
+
+    Returns:
+        (windows, start frames).
+    """
+    from tfmood.features import waveform_to_mel
+
+    n_samples = audio_samples_for(n_frames)
+    waveform = np.asarray(waveform, dtype=np.float32)
+    if waveform.size < n_samples:
+        waveform = np.tile(waveform, -(-n_samples // waveform.size))
+    total_frames = -(-waveform.size // HOP_LENGTH) + 1
+    starts = np.arange(0, total_frames - n_frames + 1, hop_frames)
+    if audio_in:
+        windows = [waveform[s * HOP_LENGTH: s * HOP_LENGTH + n_samples] for s in starts]
+        windows = [w for w in windows if w.size == n_samples]
+        starts = starts[: len(windows)]
+    else:
+        mel = waveform_to_mel(waveform, SAMPLE_RATE, n_mels)
+        windows = [mel[:, s: s + n_frames] for s in starts]
+    return np.stack(windows).astype(np.float32), starts
+
+
+def music_windows(folder: str, n_frames: int, hop_frames: Optional[int] = None,
+                  audio_in: bool = False, n_mels: int = 96,
+                  max_seconds: Optional[float] = None) -> MusicWindows:
+    """Decode every audio file of a folder and cut it into windows (`track_windows`).
+
+    Files that cannot be decoded are skipped and listed.
+
+    Args:
+        folder: a folder of audio files (`music_files`).
+        n_frames: frames per window.
+        hop_frames: frames between window starts (default DEFAULT_HOP_FRAMES scaled to
+            n_frames: n_frames // 8).
+        audio_in: waveform windows instead of log-mel ones.
+        n_mels: mel bands.
+        max_seconds: decode at most the first seconds of each file.
+    """
+    from tfmood.audio import load_audio
+
+    hop = int(hop_frames or max(1, n_frames * DEFAULT_HOP_FRAMES // 1400))
+    if hop < 1:
+        raise ValueError(f"hop_frames must be positive, got {hop_frames}")
+    inputs, tracks, index, starts, skipped = [], [], [], [], []
+    for path in music_files(folder):
+        try:
+            waveform = load_audio(path, SAMPLE_RATE, max_seconds=max_seconds)
+        except (ValueError, RuntimeError, OSError) as error:
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            skipped.append((path, reason.replace(path, os.path.basename(path))))
+            continue
+        windows, first = track_windows(waveform, n_frames, hop, audio_in, n_mels)
+        index.append(np.full(len(windows), len(tracks)))
+        tracks.append(path)
+        inputs.append(windows)
+        starts.append(first)
+    if not tracks:
+        raise ValueError(f"{folder}: no decodable audio file ({', '.join(AUDIO_SUFFIXES)})")
+    return MusicWindows(np.concatenate(inputs), tracks, np.concatenate(index),
+                        np.concatenate(starts), skipped)  # fmt: skip
+
+
+def split_music(windows: MusicWindows) -> Dict[str, MusicWindows]:
+    """Calibration and verification parts by track: sorted tracks alternate, first calibrates.
+
+    A folder with one track gives it to both (say so in the report: the windows are shared).
+    """
+    n = len(windows.tracks)
+    if n == 1:
+        return {"calibration": windows, "test": windows}
+    return {
+        "calibration": windows.subset(range(0, n, 2)),
+        "test": windows.subset(range(1, n, 2)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
 # The audio-in model
 
 
@@ -513,6 +773,7 @@ def export_model(
     limit: Optional[int] = 200,
     progress: bool = True,
     logits: bool = False,
+    hop_frames: Optional[int] = None,
 ) -> dict:
     """Rewrite, convert, verify and (when every check passes) write a TFLite model.
 
@@ -521,12 +782,17 @@ def export_model(
         target: one of TARGETS.
         out_path: the .tflite file to write (None: verify only).
         calibration: corpus directory or split TSV (see `resolve_splits`); None: the default
-            synthetic corpus.
+            synthetic corpus; or a folder of unlabelled audio files (`is_music_folder`): its
+            tracks are cut into windows (`music_windows`) and split by track into calibration
+            and verification parts (`split_music`), and the export is judged by `check_fidelity`
+            against the Keras model instead of by ROC-AUC.
         n_frames: input frames (default: the model's, or 1400 for a model of any length).
         audio_in: export the audio-in model (12 kHz waveform of `audio_samples_for(n_frames)`
             samples -> tag scores, LogMel inside), verified against the mel-input Keras model on
             the LogMel of the same audio.
-        test: explicit test split TSV for the verification.
+        test: explicit test split TSV for the verification; with a music-folder
+            `calibration`, a folder of audio files whose windows (all of them) verify instead of
+            the calibration folder's verification part.
         root: the audio root of the splits (default: `<TSV folder>/audio`).
         limit: at most this many examples per split.
         progress: show a progress bar of the stages (data, convert, verify).
@@ -534,6 +800,7 @@ def export_model(
             the app applies the sigmoid). For int8 the logits get their own calibrated scale,
             finer than the sigmoid output's fixed 1/256 steps where scores bunch near a tag's
             base rate. Verified on the sigmoid of the outputs.
+        hop_frames: window step of music folders (default n_frames // 8).
 
     Returns:
         The report: target, output ("scores" or "logits"), path, written, bytes, ops,
@@ -555,9 +822,17 @@ def export_model(
     from tqdm import tqdm
 
     frames = _model_frames(model, n_frames)
-    splits = resolve_splits(calibration, test)
+    music = is_music_folder(calibration)
     stages = tqdm(total=3, desc=f"export {target}", unit="stage", disable=not progress)
-    data = {role: _load_split(tsv, root, frames, audio_in, limit) for role, tsv in splits.items()}
+    if music:
+        data, described = _music_data(calibration, test, frames, audio_in, limit, hop_frames,
+                                      model.inputs[0].shape[1])  # fmt: skip
+    else:
+        splits = resolve_splits(calibration, test)
+        data = {role: _load_split(tsv, root, frames, audio_in, limit)
+                for role, tsv in splits.items()}  # fmt: skip
+        described = {role: {"tsv": splits[role], "examples": len(data[role].inputs)}
+                     for role in splits}  # fmt: skip
     stages.update()
 
     graph = inference_model(model, "int8" if target == "int8" else "float", frames)
@@ -575,11 +850,16 @@ def export_model(
     details = io_details(flatbuffer)
     output = details["outputs"][0]
     grid = output["quantization"]
-    checks = check_io(flatbuffer, target, logits) + check_outputs(
-        target, reference, outputs, test_data.labels,
-        (grid["scale"], grid["zero_point"]) if output["dtype"] == "int8" and grid else None,
-        logits,
-    )  # fmt: skip
+    numbers = None
+    if music:
+        output_checks, numbers = check_fidelity(target, reference, outputs, logits)
+    else:
+        output_checks = check_outputs(
+            target, reference, outputs, test_data.labels,
+            (grid["scale"], grid["zero_point"]) if output["dtype"] == "int8" and grid else None,
+            logits,
+        )  # fmt: skip
+    checks = check_io(flatbuffer, target, logits) + output_checks
     stages.update()
     stages.close()
     passed = all(check.passed for check in checks)
@@ -596,9 +876,74 @@ def export_model(
         **details,
         "checks": [check.as_dict() for check in checks],
         "passed": passed,
-        "data": {
-            role: {"tsv": splits[role], "examples": len(data[role].inputs)} for role in splits
-        },
+        "data": described,
+        **({"fidelity": numbers} if numbers is not None else {}),
+    }
+
+
+def _evenly(windows: MusicWindows, limit: Optional[int]) -> MusicWindows:
+    """At most `limit` windows, evenly spaced over all of them (every track keeps a share)."""
+    if limit is None or len(windows.inputs) <= limit:
+        return windows
+    keep = np.unique(np.round(np.linspace(0, len(windows.inputs) - 1, limit)).astype(int))
+    return dataclasses.replace(windows, inputs=windows.inputs[keep],
+                               track_index=windows.track_index[keep],
+                               start_frames=windows.start_frames[keep])  # fmt: skip
+
+
+def _music_data(folder, test, frames, audio_in, limit, hop_frames, n_mels):
+    """Calibration and verification windows of a music folder (and an optional test folder)."""
+    parts = split_music(music_windows(folder, frames, hop_frames, audio_in, n_mels))
+    if test is not None:
+        if not is_music_folder(test):
+            raise ValueError(f"{test}: with a music-folder calibration, --test is a music folder")
+        parts["test"] = music_windows(test, frames, hop_frames, audio_in, n_mels)
+    sources = {"calibration": folder, "test": test if test is not None else folder}
+    parts = {role: _evenly(part, limit) for role, part in parts.items()}
+    hop = int(hop_frames or max(1, frames * DEFAULT_HOP_FRAMES // 1400))
+    described = {role: {**part.describe(sources[role]), "hop_frames": hop}
+                 for role, part in parts.items()}  # fmt: skip
+    return parts, described
+
+
+def verify_on_music(model, flatbuffer: bytes, target: str, folder: str,
+                    audio_in: bool = False, logits: bool = False,
+                    hop_frames: Optional[int] = None, limit: Optional[int] = None) -> dict:
+    """Fidelity of an exported model to its Keras model on every window of a music folder.
+
+    Args:
+        model: the Keras model (mel input, giving scores) or its path.
+        flatbuffer: the exported model.
+        target: its conversion target (which limits apply).
+        folder: a folder of audio files.
+        audio_in: the export takes waveforms.
+        logits: the export gives logits (compared with the Keras model's, as sigmoids).
+        hop_frames: window step (default n_frames // 8).
+        limit: at most this many windows (evenly spaced).
+
+    Returns:
+        {"data": ..., "fidelity": ..., "checks": [...], "passed": bool}.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        from tfmood.models import load_model
+
+        model = load_model(os.fspath(model))
+    if logits:
+        from tfmood.fold import logits_model
+
+        model = logits_model(model)
+    frames = _model_frames(model, None)
+    windows = _evenly(music_windows(folder, frames, hop_frames, audio_in,
+                                    model.inputs[0].shape[1]), limit)  # fmt: skip
+    reference = _keras_scores(model, windows.inputs, audio_in)
+    outputs = run_tflite(flatbuffer, windows.inputs)
+    checks, numbers = check_fidelity(target, reference, outputs, logits)
+    hop = int(hop_frames or max(1, frames * DEFAULT_HOP_FRAMES // 1400))
+    return {
+        "data": {**windows.describe(folder), "hop_frames": hop},
+        "fidelity": numbers,
+        "checks": [check.as_dict() for check in checks],
+        "passed": all(check.passed for check in checks),
     }
 
 

@@ -1,7 +1,8 @@
 """`tfmood export`: a verified TFLite model (phone targets) or a microcontroller build of one.
 
     tfmood export MODEL.keras --target float32|float16|dynamic|int8 -o OUT.tflite
-        [--calibration DIR-or-TSV] [--audio-in] [--logits] [--json]
+        [--calibration DIR-or-TSV-or-MUSIC-FOLDER] [--test ...] [--hop FRAMES] [--audio-in]
+        [--logits] [--json]
 
 The model is rewritten for inference (`tfmood.fold`), converted with builtin ops only, checked
 against the Keras model on the test split and written only when every check passes; otherwise
@@ -25,7 +26,9 @@ def register(subparsers) -> None:
         description=(
             "Convert a trained model to TensorFlow Lite with builtin ops only, verify it against "
             "the Keras model (float32: max |diff| <= 1e-4, float16: <= 1e-2, dynamic and int8: "
-            "macro ROC-AUC within 0.01) and write it only if it passes."
+            "macro ROC-AUC within 0.01 on a labelled corpus, or on a music folder mean |dp| <= "
+            "0.01, per-tag Spearman median >= 0.98, top-5 agreement >= 0.9) and write it only "
+            "if it passes."
         ),
     )
     parser.add_argument("model", help="a saved .keras model")
@@ -34,9 +37,22 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--calibration",
         help="corpus directory (its validation split calibrates int8, its test split verifies) "
-        "or a split TSV (its -test.tsv sibling verifies); default: a synthetic corpus made once",
+        "or a split TSV (its -test.tsv sibling verifies); default: a synthetic corpus made once. "
+        "Or a folder of unlabelled music (WAV/MP3/FLAC/OGG, no split TSVs): its tracks are cut "
+        "into windows, alternate tracks (sorted by name) calibrate and verify, and the export "
+        "is judged against the Keras model without labels (mean/max |dp|, per-tag Spearman "
+        "median, top-5 agreement)",
     )
-    parser.add_argument("--test", help="split TSV to verify on (default: see --calibration)")
+    parser.add_argument(
+        "--test",
+        help="split TSV to verify on (default: see --calibration); with a music-folder "
+        "--calibration, a music folder whose windows all verify",
+    )
+    parser.add_argument(
+        "--hop",
+        type=int,
+        help="window step in mel frames for music folders (default n_frames // 8: 175)",
+    )
     parser.add_argument("--root", help="audio root of the splits (default: <TSV folder>/audio)")
     parser.add_argument(
         "--n-frames",
@@ -80,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             root=args.root,
             limit=args.limit,
             logits=args.logits,
+            hop_frames=args.hop,
         )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["passed"] else 1
