@@ -32,14 +32,18 @@ import numpy as np
 from tfmood import compat
 from tfmood.layers import AReLU, LocalSelfAttention
 
-# Softmax forms of ExportLocalSelfAttention: "float" uses ELU for exp (XNNPACK has no float EXP
-# kernel), "int8" uses EXP (an int8 lookup table) and max via sub/relu (MAXIMUM has no fast
-# int8 kernel).
+# Softmax forms of ExportLocalSelfAttention: both take exp as EXP (XNNPACK delegates float EXP
+# since LiteRT 2.3 / TF 2.21; TF 2.17's did not, so "float" used ELU + 1; on LiteRT 2.3 EXP was
+# 0.45 ms faster on block 3). "float" takes the max as MAXIMUM and divides; "int8" takes the
+# max via sub/relu (int8 MAXIMUM is not delegated) and multiplies by the reciprocal of the
+# sum (int8 DIV is not delegated); its EXP is an int8 lookup table on the builtin kernel.
 ATTENTION_MODES = ("float", "int8")
 # Output rows per strip (None: the whole map at once). Float tensors of a 2-row strip stay in
-# cache: the block-3 attention took 8.4 ms in 2-row strips and 10.1 ms whole (minimum over 200
-# runs on the 2-core AMD EPYC it was measured on), at the cost of a 12x longer op list and a
-# slower conversion. int8 tensors are 4x smaller; strips gave nothing there.
+# cache: the block-3 attention took 8.4 ms in 2-row strips and 10.1 ms whole (TF 2.17, minimum
+# over 200 runs on the 2-core AMD EPYC it was measured on; LiteRT 2.3: 7.0 and 8.8 ms, medians
+# of 150 interleaved runs), at the cost of a 12x longer op list and a slower conversion. int8
+# tensors are 4x smaller; strips gave nothing there (LiteRT 2.3: 5.5 ms whole, 6.0 ms in
+# 4-row strips, 6.2 ms in 2-row strips).
 DEFAULT_STRIP_ROWS = {"float": 2, "int8": None}
 
 
@@ -61,12 +65,12 @@ class ExportLocalSelfAttention(keras.layers.Layer):
     - with `pool_size`, the max pooling that follows (after the monotone activation was moved
       behind it) is applied per strip, and rows and columns that valid pooling drops are not
       computed; the bias is added after pooling (max commutes with adding a constant);
-    - mode "float": the softmax is `exp(l - max l)` with `exp(d) = ELU(d) + 1` for `d <= 0`
-      (exact up to rounding; the `+1` terms are summed once, as a 3x3 average pool of v);
-    - mode "int8": `exp` is the EXP builtin (an int8 lookup table), the running max is
-      `m + relu(l - m)` (SUB with fused RELU, then ADD), the relative embedding is the bias of
-      a unit 1x1 depthwise convolution (see `_add_relative`); the denominator has a floor of
-      1/16 before the final division, an int8 DIV since TF 2.21 (see `_weighted_mean`);
+    - the softmax is `exp(l - max l)` (EXP) over the 9 logits, normalised by their sum;
+    - mode "float": the max is MAXIMUM, the normalisation a DIV;
+    - mode "int8": `exp` is an int8 lookup table, the running max is `m + relu(l - m)` (SUB
+      with fused RELU, then ADD), the relative embedding is the bias of a unit 1x1 depthwise
+      convolution (see `_add_relative`), and the normalisation is a MUL by the reciprocal of
+      the sum, `exp(-log(sum))` (see `_reciprocal`): an int8 DIV is not delegated;
     - with `heads`, the per-channel products are summed within each head by a 1x1 convolution
       with a constant 0/1 kernel (GEMM-fast, and exact in int8), the softmax runs on the
       `heads` head logits, and its weights go back to the channels by the transposed 0/1 kernel.
@@ -159,18 +163,25 @@ class ExportLocalSelfAttention(keras.layers.Layer):
         return outputs + self.bias
 
     def _slice(self, qkv, row: int, col: int, rows: int, width: int, part: int):
-        """Rows [row, row+rows) and columns [col, col+width) of q (0), k (1) or v (2)."""
+        """Rows [row, row+rows) and columns [col, col+width) of q (0), k (1) or v (2).
+
+        The size holds the batch size where it is static (the export graph's 1), not -1:
+        XNNPACK does not take a SLICE whose size holds -1, and those SLICEs ran on the builtin
+        kernel between delegated parts (block 3 at 24 x 87 x 128: 3.2 ms more in float32, in
+        2-row strips, 0.3-0.6 ms more in int8).
+        """
         import tensorflow as tf
 
+        batch = -1 if qkv.shape[0] is None else int(qkv.shape[0])
         begin = [0, row, col, part * self.filters]
-        return tf.slice(qkv, begin, [-1, rows, width, self.filters])
+        return tf.slice(qkv, begin, [batch, rows, width, self.filters])
 
     def _strip(self, qkv, top: int, rows: int, width: int):
         """Attention output of output rows [top, top + rows)."""
         logits, values = self._neighbours(qkv, top, rows, width)
         top_logit = self._max(logits)
         weights = self._weights(logits, top_logit)
-        return self._weighted_mean(qkv, weights, values, top, rows, width)
+        return self._weighted_mean(weights, values)
 
     def _neighbours(self, qkv, top: int, rows: int, width: int):
         """The 9 logits `q * (k_m + rel_m)` (head sums with `heads`) and the 9 values v_m."""
@@ -199,41 +210,52 @@ class ExportLocalSelfAttention(keras.layers.Layer):
         return top_logit
 
     def _weights(self, logits, top_logit):
-        """Unnormalised softmax weights: `exp(l - max)`, in float as `ELU(l - max)` (minus 1)."""
+        """Unnormalised softmax weights `exp(l - max)`: EXP, delegated in float (since LiteRT
+        2.3), an int8 lookup table on the builtin kernel in int8."""
         import tensorflow as tf
 
-        if self.mode == "float":
-            # exp(d) = ELU(d) + 1 for d <= 0; the +1 terms add up to 9 and to the sum of v.
-            return [tf.nn.elu(logit - top_logit) for logit in logits]
         return [tf.exp(logit - top_logit) for logit in logits]
 
-    def _weighted_mean(self, qkv, weights, values, top: int, rows: int, width: int):
-        """`sum(w_m v_m) / sum(w_m)`, with the float weights' +1 terms added back."""
-        import tensorflow as tf
-
-        size, pad = self.kernel_size, self.kernel_size // 2
-        if self.mode == "float":
-            value_window = self._slice(qkv, top, 0, rows + 2 * pad, width + 2 * pad, 2)
-            numerator = float(size * size) * tf.nn.avg_pool2d(value_window, size, 1, "VALID")
-            denominator = float(size * size)
-        else:
-            numerator, denominator = self._to_channels(weights[0]) * values[0], weights[0]
-            weights, values = weights[1:], values[1:]
-        for weight, value in zip(weights, values):
+    def _weighted_mean(self, weights, values):
+        """`sum(w_m v_m) / sum(w_m)`: a DIV in float; in int8 a product with the reciprocal of
+        the sum (see `_reciprocal`)."""
+        numerator, denominator = self._to_channels(weights[0]) * values[0], weights[0]
+        for weight, value in zip(weights[1:], values[1:]):
             numerator = numerator + self._to_channels(weight) * value
             denominator = denominator + weight
         if self.mode == "int8":
-            # TF 2.21's converter quantises this DIV (TF 2.17's left a float island), and
-            # LiteRT's int8 DIV refuses a zero divisor ("div.cc ... != zero_point" and the
-            # invoke fails). The sum holds exp(0) = 1 of the largest logit, but in int8 the
-            # running max can overshoot the largest logit and all nine weights round to 0
-            # (seen on untrained models). A floor of 1/16 (at least 2 steps of the sum's
-            # scale, at most 9/255) keeps the divisor non-zero and is never reached in exact
-            # arithmetic. Not max(sum, 1): int8 sums just below 1 are common and the numerator
-            # carries the same weights, so that clamp cost ROC-AUC (0.0023 -> 0.0073 against
-            # the output grid on the slow test's model); 1/16 left every output unchanged.
-            denominator = tf.maximum(denominator, 1.0 / 16.0)
+            return numerator * self._to_channels(self._reciprocal(denominator))
         return numerator / self._to_channels(denominator)
+
+    @staticmethod
+    def _reciprocal(denominator):
+        """`1 / denominator` for the int8 graph, as `exp(-log(denominator))`.
+
+        TF 2.21's converter quantises a DIV to an int8 DIV (TF 2.17's left a float DIV island,
+        DEQUANTIZE -> DIV -> QUANTIZE, all delegated), which XNNPACK does not take: LiteRT's
+        builtin int8 DIV took 8.4 ms on block 3's 24 x 84 x 128 map, and refuses a zero divisor
+        (the int8 sum can be 0 when the running max overshoots the largest logit). LOG and EXP
+        are int8 lookup tables (builtin kernels, about 0.1 ms each at that size), the negation
+        is an int8 MUL by -1 and the product with the numerator an int8 MUL, both delegated.
+        `bench/bench_tflite_block.py`'s int8 "attention + pool" went from 14.6 to 6.5 ms (with
+        the SLICEs delegated too, see `_slice`), and int8 sa3 from 2.0x the baseline's latency
+        to 1.3x. A lookup table is defined for every input, so no floor is needed.
+
+        The reciprocal is quantised on [0, 1 / s0], s0 >= 1 the smallest sum in calibration
+        (the largest logit contributes exp(0) = 1): an int8 sum below s0 gets 1 / s0, as if
+        floored there. On a model trained as the slow test trains it (int8 logits against
+        Keras on all 90 clips of its corpus) the error was the same as with the int8 DIV and
+        its 1/16 floor (mean |error| 0.103 against 0.107, rms 0.237 against 0.240), and the
+        same with `max(sum, 1)` before the DIV (0.101, 0.236); the ROC-AUC differences between
+        these forms (0.001-0.007) are within the noise of 36-90 clips. Other forms measured on
+        block 3: `pow(sum, -1)` stays a float POW island on the builtin kernel (1.3 ms);
+        `reciprocal` and `rsqrt` become int8 DIV and int8 RSQRT (not delegated, 8.7 and 15.5
+        ms); ELU weights (a delegated float island) with this reciprocal made the attention
+        slower (6.4 against 5.7 ms) and less exact.
+        """
+        import tensorflow as tf
+
+        return tf.exp(tf.math.log(denominator) * -1.0)
 
     def _add_relative(self, keys, index: int):
         """`keys + relative[index]`; in int8 as a 1x1 depthwise convolution with that bias.
