@@ -5,7 +5,8 @@ per hour, peak RSS (each configuration in its own process). With `--essentia-pyt
 files through `bench_essentia_baseline.py` (essentia MonoLoader + essentia melspec + PyTorch
 baseline on the first 1400 frames), run with that interpreter (an environment with essentia and
 torch, never a tfmood dependency), and the goals checked: first-window >= 3x its speed, whole
-tracks no slower, peak RSS < 1 GB. Prints a Markdown table with the machine (CPU model, cores,
+tracks no slower, peak RSS < 1 GB. Tracks that fail to decode are counted in the table, not
+in tracks/s. Prints a Markdown table with the machine (CPU model, cores,
 AVX2/AVX-512), date and load.
 
     python bench/bench_tagger.py --keras /tmp/mtg.keras --tflite /tmp/mtg.tflite \\
@@ -118,11 +119,13 @@ def main() -> int:
     first = rows[0][2]
     print(f"Folder: {args.folder} ({first['tracks']} tracks, {first['audio_hours'] * 60:.1f} min "
           "of audio)\n")
-    print("| pipeline | mode | tracks/s | audio h / h | windows | peak RSS (MB) | speed vs data "
-          "set pipeline | max abs diff vs PyTorch (first window) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| pipeline | mode | tracks/s | audio h / h | tracks ok / failed | windows | peak RSS (MB) "
+          "| speed vs data set pipeline | max abs diff vs PyTorch (first window) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     verdicts = []
     for name, mode, result in rows:
+        if isinstance(result.get("failed"), list):  # the essentia bench lists the paths
+            result["failed"] = len(result["failed"])
         rate = result["tracks"] / result["seconds"]
         hours = result["audio_hours"] / (result["seconds"] / 3600)
         speed = diff = ""
@@ -138,10 +141,16 @@ def main() -> int:
                 diff = "{:.2g}".format(max(
                     float(np.abs(np.array(result["scores"][p]) - np.array(s)).max())
                     for p, s in reference["scores"].items() if p in result["scores"]))
-        print(f"| {name} | {mode} | {rate:.2f} | {hours:.0f} | {result.get('windows', '')} | "
+        print(f"| {name} | {mode} | {rate:.2f} | {hours:.0f} | "
+              f"{result['tracks']} / {result.get('failed', 0)} | {result.get('windows', '')} | "
               f"{result['peak_rss_mb']:.0f} | {speed} | {diff} |")
     if verdicts:
         print("\nGoals:\n" + "\n".join(f"- {v}" for v in verdicts))
+    failed = [f"{name} {mode}: {result['failed']}" for name, mode, result in rows
+              if result.get("failed")]
+    if failed:
+        print("\nFailed tracks (tracks/s counts tracks tagged; the time includes decoding the "
+              "failed ones): " + "; ".join(failed))
     return 0
 
 

@@ -75,7 +75,9 @@ def environment(**extra) -> dict:
 
 def printed_result(stdout: str) -> dict:
     """The result JSON that `tfmood train` prints last."""
-    return json.loads(stdout[stdout.rindex("\n{") + 1 :])
+    # TensorFlow's coordination service may log a line at shutdown, after the result.
+    result, _ = json.JSONDecoder().raw_decode(stdout[stdout.rindex("\n{") + 1 :])
+    return result
 
 
 def check_run(out: Path, config_path: Path) -> dict:

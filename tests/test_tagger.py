@@ -92,6 +92,59 @@ def test_log_mel_matches_the_layer():
     np.testing.assert_array_equal(tagger.log_mel(waveform, max_frames=100), fast[:, :100])
 
 
+def test_the_filterbank_copy_is_the_layers():
+    from tfmood.layers.log_mel import _slaney_mel_filterbank
+
+    for args in [(12000, 512, 96, 0.0, 6000.0), (16000, 1024, 128, 20.0, 7000.0)]:
+        np.testing.assert_array_equal(tagger._slaney_mel_filterbank(*args),
+                                      _slaney_mel_filterbank(*args))
+
+
+@pytest.mark.parametrize("rate_in", [8000, 11025, 12000, 16000, 22050, 44100, 48000])
+def test_blockwise_resampling_is_bit_exact(monkeypatch, rate_in):
+    from tfmood.audio import resample_linear
+
+    monkeypatch.setattr(tagger, "_RESAMPLE_BLOCK", 1000)  # many blocks, and edge blocks
+    rng = np.random.default_rng(rate_in)
+    for n in (1, 2, 7, 999, 1000, 12345, 100003):
+        samples = rng.standard_normal(n).astype(np.float32)
+        expected = resample_linear(samples, rate_in, 12000)
+        got = tagger.resample_linear(samples, rate_in, 12000)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_load_waveform_is_load_audio():
+    from tfmood.audio import load_audio
+
+    for path in GOOD[:3]:
+        np.testing.assert_array_equal(tagger.load_waveform(path), load_audio(path))
+        np.testing.assert_array_equal(tagger.load_waveform(path, 31.0),
+                                      load_audio(path, max_seconds=31.0))
+
+
+def test_the_front_end_does_not_import_tensorflow():
+    # A TFLite run must not pay for TensorFlow (~650 MB RSS, seconds of a decode thread).
+    import subprocess
+    import sys
+
+    code = ("import sys; from tfmood import tagger; tagger.load_windows(sys.argv[1]); "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    output = subprocess.run([sys.executable, "-c", code, GOOD[0]], check=True,
+                            capture_output=True, text=True).stdout
+    assert output.strip().splitlines()[-1] == "[]"
+
+
+def test_keras_runner_steps_through_a_batch(small_model):
+    _, model = small_model
+    batch = np.random.default_rng(0).normal(-30, 20, (5, 96, 1400)).astype(np.float32)
+    expected = np.asarray(model.predict_on_batch(batch))
+    for step in (1, 2, 5):
+        got = tagger.KerasRunner(model, step=step)(batch)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("length, starts", [
     (1400, [0]), (2099, [0]), (2100, [0, 700]), (2800, [0, 1400]), (3499, [0, 1400]),
     (3500, [0, 1400, 2100]), (4200, [0, 1400, 2800]),

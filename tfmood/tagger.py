@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from tfmood.audio import SAMPLE_RATE, load_audio
+from tfmood.audio import SAMPLE_RATE, decode_audio, downmix_to_mono
 from tfmood.tags import MOODTHEME_TAGS
 
 # The shipped pretrained model, in the repository's saved_models/ folder.
@@ -50,9 +50,14 @@ N_FFT = 512
 HOP = 256
 N_MELS = 96
 FORMATS = ("csv", "jsonl")
-# Windows per model step. Small: the baseline's first block holds 34 MB of activations per
-# window, and on CPU a batch of 4 is as fast per window as 16 (0.12 s vs 0.14 s on 2 cores).
+# Windows gathered per runner call (the CLI passes its own, 4).
 BATCH_SIZE = 4
+# Windows per Keras model step: a batch is run in chunks of this many. The baseline's first block
+# holds 34 MB of activations per window and TensorFlow's (oneDNN) scratch grows with the batch:
+# steady RSS after 8 steps was 780 MB at 1 window per step, 857 MB at 2 and 1001 MB at 4, and on
+# 2 cores one window per step was as fast per window as 2 and faster than 4 (0.05 s vs 0.05 s vs
+# 0.09-0.19 s). See BENCHMARKS.md, the tagger section.
+KERAS_STEP = 1
 
 
 def default_model() -> str:
@@ -111,14 +116,90 @@ def find_audio(paths: Iterable[str | os.PathLike],
 _MEL_MATRIX = None
 
 
+def _slaney_mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max) -> np.ndarray:
+    """`tfmood.layers.log_mel._slaney_mel_filterbank` (n_mels, bins), in numpy only.
+
+    A copy, not an import: importing the layer imports Keras and TensorFlow (~650 MB RSS and
+    seconds of CPU), which a TFLite run must not pay; a test checks the two agree exactly.
+    """
+    log_step = math.log(6.4) / 27.0
+
+    def hz_to_mel(hz):
+        hz = np.asarray(hz, dtype=np.float64)
+        logarithmic = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / log_step
+        return np.where(hz >= 1000.0, logarithmic, hz * 3.0 / 200.0)
+
+    def mel_to_hz(mel):
+        mel = np.asarray(mel, dtype=np.float64)
+        return np.where(mel >= 15.0, 1000.0 * np.exp(log_step * (mel - 15.0)), mel * 200.0 / 3.0)
+
+    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
+    widths = np.diff(edges_hz)
+    offsets = edges_hz[:, None] - bin_hz[None, :]
+    rising = -offsets[:-2] / widths[:-1, None]
+    falling = offsets[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    return weights * (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+
+
 def _mel_matrix() -> np.ndarray:
     global _MEL_MATRIX
     if _MEL_MATRIX is None:
-        from tfmood.layers.log_mel import _slaney_mel_filterbank
-
         bank = _slaney_mel_filterbank(SAMPLE_RATE, N_FFT, N_MELS, 0.0, SAMPLE_RATE / 2)
         _MEL_MATRIX = np.ascontiguousarray(bank.T, dtype=np.float32)  # (bins, mels)
     return _MEL_MATRIX
+
+
+# Output samples per resampling block: bounds the float64 scratch of `np.interp`.
+_RESAMPLE_BLOCK = 1 << 18
+
+
+def resample_linear(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """`tfmood.audio.resample_linear`, bit for bit, in blocks of output samples.
+
+    The original interpolates over a float64 copy of the input's positions and a float64
+    output (for a 4-minute 44.1 kHz track, 85 MB + 2 x 23 MB of scratch at once); here each
+    block interpolates over only the input samples it reads, so scratch stays ~6 MB. np.interp
+    between two neighbouring samples uses only those two, so the results are identical.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    if rate_in <= 0 or rate_out <= 0:
+        raise ValueError(f"sample rates must be positive, got {rate_in} and {rate_out}")
+    if rate_in == rate_out or samples.size == 0:
+        return samples.copy()
+    ratio = float(np.float32(rate_out) / np.float32(rate_in))
+    step = 1.0 / ratio
+    n_out = math.ceil(samples.size / step)
+    while n_out > 0 and (n_out - 1) * step >= samples.size:
+        n_out -= 1
+    while n_out * step < samples.size:
+        n_out += 1
+    out = np.empty(n_out, np.float32)
+    last = samples.size - 1
+    for start in range(0, n_out, _RESAMPLE_BLOCK):
+        positions = np.arange(start, min(start + _RESAMPLE_BLOCK, n_out),
+                              dtype=np.float64) * step - 1.0
+        low = min(max(int(math.floor(positions[0])), 0), last)
+        high = min(max(int(math.ceil(positions[-1])), 0), last)
+        out[start:start + positions.size] = np.interp(
+            positions, np.arange(low, high + 1, dtype=np.float64), samples[low:high + 1])
+    return out
+
+
+def load_waveform(path: str, max_seconds: Optional[float] = None) -> np.ndarray:
+    """`tfmood.audio.load_audio` at 12 kHz with less memory held at once.
+
+    The decoded multichannel samples are released before resampling, and resampling works in
+    blocks (`resample_linear`): a 4-minute stereo 44.1 kHz track peaked at 185 MB of numpy
+    buffers through `load_audio`, ~115 MB here. Same samples, bit for bit.
+    """
+    samples, rate = decode_audio(path, max_seconds=max_seconds)
+    mono = downmix_to_mono(samples)
+    if np.shares_memory(mono, samples):
+        mono = np.array(mono, dtype=np.float32)  # a view of a mono file: own it
+    del samples
+    return resample_linear(mono, rate, SAMPLE_RATE)
 
 
 _WINDOW = np.hanning(N_FFT).astype(np.float32)
@@ -195,7 +276,7 @@ def first_window_seconds(n_frames: int = N_FRAMES) -> float:
 def load_windows(path: str, n_frames: int = N_FRAMES, first_window: bool = False) -> np.ndarray:
     """Decode a file and cut it into model windows (see `track_windows`)."""
     max_seconds = first_window_seconds(n_frames) if first_window else None
-    waveform = load_audio(path, SAMPLE_RATE, max_seconds=max_seconds)
+    waveform = load_waveform(path, max_seconds=max_seconds)
     mel = log_mel(waveform, max_frames=n_frames if first_window else None)
     del waveform
     return track_windows(mel, n_frames, first_window)
@@ -208,19 +289,31 @@ def load_windows(path: str, n_frames: int = N_FRAMES, first_window: bool = False
 class KerasRunner:
     """A .keras model: a batch of (bands, frames) log-mels in, (batch, tags) scores out."""
 
-    def __init__(self, model):
+    def __init__(self, model, step: int = KERAS_STEP):
         self.model = model
+        self.step = max(1, int(step))
         shape = model.input_shape
         if len(shape) != 3:
             raise ValueError(f"the model takes inputs of shape {shape}, not (batch, mels, frames)")
         self.n_mels, self.n_frames = shape[1], shape[2]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+        # `step` windows per model call, whatever the batch gathered (memory: see KERAS_STEP).
+        # With step 1 every call has the same shape, so the predict function never retraces.
+        return np.concatenate([
+            np.asarray(self.model.predict_on_batch(batch[i:i + self.step]), dtype=np.float32)
+            for i in range(0, len(batch), self.step)])
 
 
 class TFLiteRunner:
-    """A mel-in .tflite model run with LiteRT (via `tfmood.interpreter`), one window at a time."""
+    """A mel-in .tflite model run with LiteRT (via `tfmood.interpreter`), one window at a time.
+
+    One interpreter, allocated once, invoked per window: the exported graphs fix batch 1 in
+    their reshapes, so `resize_tensor_input` to a batch fails in XNNPACK ("failed to reshape"),
+    and per window costs no more (61 ms float32, 16 ms int8 on one thread). What made the runner
+    slow in the pipeline was the front-end importing TensorFlow in a decode thread (see
+    `_slaney_mel_filterbank`): 0.43 -> ~1.3 tracks/s whole-track, peak RSS 952 -> ~190 MB.
+    """
 
     def __init__(self, flatbuffer: bytes, path: str = "model", num_threads: Optional[int] = None):
         from tfmood import interpreter
@@ -297,9 +390,16 @@ class TrackResult:
         return self.error is None
 
 
-def default_workers() -> int:
-    """Decoding threads: all cores but one (the model's), at least 1, at most 4."""
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+def default_workers(first_window: bool = False) -> int:
+    """Decoding threads: all cores but one (the model's), at least 1, at most 4.
+
+    With `first_window` all cores, at most 4: decoding ~30 s per track is then the bottleneck
+    (one window of model time per track) and holds little memory (on 2 cores, 17 tracks took
+    2.4 s with 2 threads vs 4.0 s with 1). Whole tracks keep a core for the model, and memory:
+    a second decode thread there raised peak RSS from 872 to 1002 MB for no clear gain.
+    """
+    cores = os.cpu_count() or 1
+    return max(1, min(4, cores if first_window else cores - 1))
 
 
 def tag_tracks(runner: Callable[[np.ndarray], np.ndarray], paths: Sequence[str],
@@ -319,7 +419,7 @@ def tag_tracks(runner: Callable[[np.ndarray], np.ndarray], paths: Sequence[str],
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    workers = workers or default_workers()
+    workers = workers or default_workers(first_window)
     in_flight = max(in_flight or workers + 2, 1)
     pending = collections.deque()  # [path, future or windows, scores list, n windows]
     batch: List[np.ndarray] = []
