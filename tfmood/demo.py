@@ -61,8 +61,8 @@ class DemoConfig:
     presets: Sequence[str] = PRESET_ORDER
     n_frames: int = 320
     width: Tuple[float, ...] = (0.25, 0.25, 0.5, 1.0, 1.0)
-    epochs: int = 5
-    patience: int = 5
+    epochs: int = 6
+    patience: int = 6
     batch_size: int = 16
     learning_rate: float = 3e-3
     lr_schedule: str = "constant"
