@@ -167,3 +167,16 @@ def test_no_other_module_makes_an_interpreter():
                 if pattern.search(line):
                     offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_outputs_logits_tells_a_logits_export_from_a_scores_export():
+    import keras
+
+    from tfmood.export import convert
+    from tfmood.interpreter import outputs_logits
+
+    inputs = keras.Input((4,))
+    logits = keras.layers.Dense(3)(inputs)
+    scores = keras.layers.Activation("sigmoid")(logits)
+    assert not outputs_logits(convert(keras.Model(inputs, scores), "float32"))
+    assert outputs_logits(convert(keras.Model(inputs, logits), "float32"))

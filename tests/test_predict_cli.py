@@ -179,3 +179,34 @@ def test_predict_tags_music_with_the_mtg_baseline(reference_dir, tmp_path, capsy
     crop = np.asarray(data.tile_or_crop(mel, 1400))[None]
     np.testing.assert_allclose(row["scores"], np.asarray(model(crop, training=False))[0],
                                atol=1e-4)
+
+
+def test_shipped_models_tag_real_music_keras_and_int8_tflite(tmp_path, capsys):
+    """The default (shipped Keras) model and the shipped int8 phone model on the committed
+    excerpts, one of them undecodable: the run goes on, names the failure, exits 1; the int8
+    model's logits come back as scores close to the Keras model's."""
+    from pathlib import Path
+
+    from tfmood.tagger import DEFAULT_MODEL, read_results
+
+    music = Path(__file__).resolve().parent / "data" / "music"
+    int8 = DEFAULT_MODEL.parent / "mtg-jamendo-baseline-int8.tflite"
+    results = {}
+    for name, extra in (("keras", []), ("int8", ["--model", str(int8)])):
+        out = tmp_path / f"{name}.csv"
+        status = main(["predict", str(music), "-o", str(out), "--no-progress", *extra])
+        captured = capsys.readouterr()
+        assert status == 1
+        assert "broken.ogg" in captured.err or "broken.ogg" in captured.out
+        results[name] = {Path(r["path"]).name: r for r in read_results(str(out))}
+    assert len(results["keras"]) == 8 and "broken.ogg" not in results["keras"]
+    assert results["keras"].keys() == results["int8"].keys()
+    keras = np.stack([results["keras"][k]["scores"] for k in sorted(results["keras"])])
+    int8_scores = np.stack([results["int8"][k]["scores"] for k in sorted(results["int8"])])
+    assert keras.shape == (8, 56) and ((keras >= 0) & (keras <= 1)).all()
+    assert ((int8_scores >= 0) & (int8_scores <= 1)).all()
+    assert [results["keras"][k]["windows"] for k in sorted(results["keras"])].count(2) == 4
+    assert float(np.abs(int8_scores - keras).mean()) <= 0.01
+    top5 = [len(set(np.argsort(-a)[:5]) & set(np.argsort(-b)[:5])) / 5
+            for a, b in zip(keras, int8_scores)]  # fmt: skip
+    assert np.mean(top5) >= 0.8, top5

@@ -347,3 +347,25 @@ def delegate_partitions(flatbuffer: bytes, num_threads: int = 1) -> int:
     plain = len(compat.interpreter_ops(make_interpreter(flatbuffer, num_threads, "builtin")))
     delegated = len(compat.interpreter_ops(make_interpreter(flatbuffer, num_threads)))
     return delegated - plain
+
+
+# Ops that pass a value on unchanged but for its type or shape.
+_PASS_THROUGH_OPS = ("QUANTIZE", "DEQUANTIZE", "RESHAPE")
+
+
+def outputs_logits(flatbuffer: bytes) -> bool:
+    """Whether a single-output model ends in logits rather than sigmoid scores.
+
+    An export with `--logits` stops before the sigmoid; the op behind the output (past
+    quantise/dequantise/reshape) then is not LOGISTIC. Apps and `tfmood predict` apply the
+    sigmoid to such outputs.
+    """
+    ops = op_details(flatbuffer)
+    interpreter = make_interpreter(flatbuffer, kernels="builtin")
+    (output,) = interpreter.get_output_details()
+    producers = {tensor["index"]: op for op in ops for tensor in op["outputs"]}
+    op = producers.get(output["index"])
+    while op is not None and op["op_name"] in _PASS_THROUGH_OPS and op["inputs"]:
+        op = producers.get(op["inputs"][0]["index"])
+    return op is None or op["op_name"] != "LOGISTIC"
+

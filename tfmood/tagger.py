@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
+import scipy.special
 
 from tfmood.audio import SAMPLE_RATE, decode_audio, downmix_to_mono
 from tfmood.tags import MOODTHEME_TAGS
@@ -331,6 +332,8 @@ class TFLiteRunner:
                 f"{path}: takes inputs of shape {shape}; `predict` runs mel-in models "
                 "(1, mels, frames) (use the -int8 / float32 mel-in export, not an audio-in one)")
         self.n_mels, self.n_frames = shape[1], shape[2]
+        # An export with --logits (the shipped int8 model) leaves the sigmoid to the app.
+        self.logits = interpreter.outputs_logits(flatbuffer)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         outputs = []
@@ -340,7 +343,8 @@ class TFLiteRunner:
             self.interpreter.invoke()
             output = self.interpreter.get_tensor(self.output["index"])
             outputs.append(self._dequantize(output, self.output))
-        return np.concatenate(outputs).astype(np.float32)
+        outputs = np.concatenate(outputs).astype(np.float32)
+        return scipy.special.expit(outputs) if self.logits else outputs
 
 
 def load_runner(path: Optional[str] = None, n_frames: Optional[int] = None,

@@ -53,7 +53,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.batch_size is None:
-        args.batch_size = 16 if args.input else 4
+        from tfmood.tagger import BATCH_SIZE
+
+        args.batch_size = 16 if args.input else BATCH_SIZE
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     if args.input and args.audio:
