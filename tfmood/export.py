@@ -32,7 +32,9 @@ the fraction of windows whose top-5 sets are identical is reported too). Limits
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import re
 import tempfile
@@ -124,8 +126,11 @@ def convert(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
+    # Keras prints the saved artifact's signature while converting: kept off the caller's stdout.
+    notes = io.StringIO()
     try:
-        flatbuffer = converter.convert()
+        with contextlib.redirect_stdout(notes):
+            flatbuffer = converter.convert()
     except Exception as error:  # the converter raises ConverterError for ops without a builtin
         if type(error).__name__ != "ConverterError":
             raise
