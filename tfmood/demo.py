@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class DemoConfig:
         learning_rate: Adam learning rate (higher than the paper's 1e-4 for the short schedule).
         lr_schedule: "constant" or "cosine" (see TrainConfig).
         dropout: dropout before the dense layer (the narrow demo models keep more features).
-        export: export the best model to TFLite when the converters are available.
+        export: export the best model (chosen on validation) to TFLite.
     """
 
     out_dir: str = "demo_output"
@@ -184,13 +184,10 @@ def _model_params(path: str) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-def export_best(config: DemoConfig, best_preset: str, model_path: str, info) -> Optional[dict]:
-    """TFLite float32 and int8 exports of the best model, when tfmood.export is available."""
-    try:
-        from tfmood import export
-    except ImportError:
-        _log("TFLite export skipped: tfmood.export is not available")
-        return None
+def export_best(config: DemoConfig, best_preset: str, model_path: str, info) -> dict:
+    """TFLite float32 and int8 exports of the best model."""
+    from tfmood import export
+
     out = os.path.join(config.out_dir, "export")
     os.makedirs(out, exist_ok=True)
     reports = {}
@@ -237,12 +234,11 @@ def run_demo(config: DemoConfig) -> Dict[str, dict]:
     atomic.write_text(os.path.join(config.out_dir, "results.md"), table + "\n")
     atomic.write_json(os.path.join(config.out_dir, "results.json"),
                {"config": dataclasses.asdict(config), "rows": rows})
-    print(table, flush=True)
     # The model to deploy is chosen on validation data, as a user would: not on the test split.
     best = max(config.presets, key=lambda p: trained[p]["val_roc_auc"])
     if config.export:
         exports = export_best(config, best, trained[best]["best_model"], info)
-        if exports:
-            atomic.write_json(os.path.join(config.out_dir, "export", "report.json"), exports)
+        atomic.write_json(os.path.join(config.out_dir, "export", "report.json"), exports)
     _log(f"done in {time.perf_counter() - started:.0f} s; everything is in {config.out_dir}")
+    print(table, flush=True)  # last, so that it stays on the screen
     return {row["model"]: row for row in rows}
