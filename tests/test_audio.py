@@ -443,3 +443,21 @@ def test_ogg_may_decode_up_to_one_vorbis_block_short_of_its_announced_length(sho
             _read(handle, -1, "x.ogg")
     with pytest.raises(ValueError, match="x.wav: corrupt or truncated"):
         _read(_FakeHandle("WAV", 100_000, 99_896), -1, "x.wav")
+
+
+@pytest.mark.parametrize("rate_in", [8000, 11025, 16000, 22050, 44100, 48000])
+def test_blockwise_resampling_equals_one_interpolation(monkeypatch, rate_in):
+    # The whole signal interpolated at once at the converter's read positions, against the
+    # block-wise form with many blocks and blocks ending at every kind of edge.
+    import tfmood.audio
+
+    monkeypatch.setattr(tfmood.audio, "_RESAMPLE_BLOCK", 1000)
+    rng = np.random.default_rng(rate_in)
+    for n in (1, 2, 7, 999, 1000, 12345, 100003):
+        samples = rng.standard_normal(n).astype(np.float32)
+        got = resample_linear(samples, rate_in, 12000)
+        step = 1.0 / float(np.float32(12000) / np.float32(rate_in))
+        positions = np.arange(got.size, dtype=np.float64) * step - 1.0
+        expected = np.interp(positions, np.arange(n, dtype=np.float64), samples)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected.astype(np.float32))

@@ -38,7 +38,8 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 import numpy as np
 import scipy.special
 
-from tfmood.audio import SAMPLE_RATE, decode_audio, downmix_to_mono
+from tfmood.audio import SAMPLE_RATE, load_audio
+from tfmood.mel_filterbank import slaney_mel_filterbank
 from tfmood.tags import MOODTHEME_TAGS
 
 # The shipped pretrained model, in the repository's saved_models/ folder.
@@ -117,90 +118,12 @@ def find_audio(paths: Iterable[str | os.PathLike],
 _MEL_MATRIX = None
 
 
-def _slaney_mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max) -> np.ndarray:
-    """`tfmood.layers.log_mel._slaney_mel_filterbank` (n_mels, bins), in numpy only.
-
-    A copy, not an import: importing the layer imports Keras and TensorFlow (~650 MB RSS and
-    seconds of CPU), which a TFLite run must not pay; a test checks the two agree exactly.
-    """
-    log_step = math.log(6.4) / 27.0
-
-    def hz_to_mel(hz):
-        hz = np.asarray(hz, dtype=np.float64)
-        logarithmic = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / log_step
-        return np.where(hz >= 1000.0, logarithmic, hz * 3.0 / 200.0)
-
-    def mel_to_hz(mel):
-        mel = np.asarray(mel, dtype=np.float64)
-        return np.where(mel >= 15.0, 1000.0 * np.exp(log_step * (mel - 15.0)), mel * 200.0 / 3.0)
-
-    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    edges_hz = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
-    widths = np.diff(edges_hz)
-    offsets = edges_hz[:, None] - bin_hz[None, :]
-    rising = -offsets[:-2] / widths[:-1, None]
-    falling = offsets[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    return weights * (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
-
-
 def _mel_matrix() -> np.ndarray:
     global _MEL_MATRIX
     if _MEL_MATRIX is None:
-        bank = _slaney_mel_filterbank(SAMPLE_RATE, N_FFT, N_MELS, 0.0, SAMPLE_RATE / 2)
+        bank = slaney_mel_filterbank(SAMPLE_RATE, N_FFT, N_MELS, 0.0, SAMPLE_RATE / 2)
         _MEL_MATRIX = np.ascontiguousarray(bank.T, dtype=np.float32)  # (bins, mels)
     return _MEL_MATRIX
-
-
-# Output samples per resampling block: bounds the float64 scratch of `np.interp`.
-_RESAMPLE_BLOCK = 1 << 18
-
-
-def resample_linear(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """`tfmood.audio.resample_linear`, bit for bit, in blocks of output samples.
-
-    The original interpolates over a float64 copy of the input's positions and a float64
-    output (for a 4-minute 44.1 kHz track, 85 MB + 2 x 23 MB of scratch at once); here each
-    block interpolates over only the input samples it reads, so scratch stays ~6 MB. np.interp
-    between two neighbouring samples uses only those two, so the results are identical.
-    """
-    samples = np.asarray(samples, dtype=np.float32)
-    if rate_in <= 0 or rate_out <= 0:
-        raise ValueError(f"sample rates must be positive, got {rate_in} and {rate_out}")
-    if rate_in == rate_out or samples.size == 0:
-        return samples.copy()
-    ratio = float(np.float32(rate_out) / np.float32(rate_in))
-    step = 1.0 / ratio
-    n_out = math.ceil(samples.size / step)
-    while n_out > 0 and (n_out - 1) * step >= samples.size:
-        n_out -= 1
-    while n_out * step < samples.size:
-        n_out += 1
-    out = np.empty(n_out, np.float32)
-    last = samples.size - 1
-    for start in range(0, n_out, _RESAMPLE_BLOCK):
-        positions = np.arange(start, min(start + _RESAMPLE_BLOCK, n_out),
-                              dtype=np.float64) * step - 1.0
-        low = min(max(int(math.floor(positions[0])), 0), last)
-        high = min(max(int(math.ceil(positions[-1])), 0), last)
-        out[start:start + positions.size] = np.interp(
-            positions, np.arange(low, high + 1, dtype=np.float64), samples[low:high + 1])
-    return out
-
-
-def load_waveform(path: str, max_seconds: Optional[float] = None) -> np.ndarray:
-    """`tfmood.audio.load_audio` at 12 kHz with less memory held at once.
-
-    The decoded multichannel samples are released before resampling, and resampling works in
-    blocks (`resample_linear`): a 4-minute stereo 44.1 kHz track peaked at 185 MB of numpy
-    buffers through `load_audio`, ~115 MB here. Same samples, bit for bit.
-    """
-    samples, rate = decode_audio(path, max_seconds=max_seconds)
-    mono = downmix_to_mono(samples)
-    if np.shares_memory(mono, samples):
-        mono = np.array(mono, dtype=np.float32)  # a view of a mono file: own it
-    del samples
-    return resample_linear(mono, rate, SAMPLE_RATE)
 
 
 _WINDOW = np.hanning(N_FFT).astype(np.float32)
@@ -277,7 +200,7 @@ def first_window_seconds(n_frames: int = N_FRAMES) -> float:
 def load_windows(path: str, n_frames: int = N_FRAMES, first_window: bool = False) -> np.ndarray:
     """Decode a file and cut it into model windows (see `track_windows`)."""
     max_seconds = first_window_seconds(n_frames) if first_window else None
-    waveform = load_waveform(path, max_seconds=max_seconds)
+    waveform = load_audio(path, max_seconds=max_seconds)
     mel = log_mel(waveform, max_frames=n_frames if first_window else None)
     del waveform
     return track_windows(mel, n_frames, first_window)
@@ -313,7 +236,7 @@ class TFLiteRunner:
     their reshapes, so `resize_tensor_input` to a batch fails in XNNPACK ("failed to reshape"),
     and per window costs no more (61 ms float32, 16 ms int8 on one thread). What made the runner
     slow in the pipeline was the front-end importing TensorFlow in a decode thread (see
-    `_slaney_mel_filterbank`): 0.43 -> ~1.3 tracks/s whole-track, peak RSS 952 -> ~190 MB.
+    `tfmood.mel_filterbank`): 0.43 -> ~1.3 tracks/s whole-track, peak RSS 952 -> ~190 MB.
     """
 
     def __init__(self, flatbuffer: bytes, path: str = "model", num_threads: Optional[int] = None):

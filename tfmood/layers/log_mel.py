@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfmood.mel_filterbank import slaney_mel_filterbank
+
 
 @keras.saving.register_keras_serializable(package="tfmood")
 class LogMel(keras.layers.Layer):
@@ -77,7 +79,7 @@ class LogMel(keras.layers.Layer):
             raise ValueError(f"amin must be positive, got {amin}")
         self.input_spec = keras.layers.InputSpec(ndim=2)
         self._dft_kernel = _windowed_dft_kernel(self.n_fft)
-        mel_matrix = _slaney_mel_filterbank(
+        mel_matrix = slaney_mel_filterbank(
             self.sample_rate, self.n_fft, self.n_mels, self.f_min, self.f_max
         ).T
         # Stacked twice: [re^2, im^2] @ [M; M] = (re^2 + im^2) @ M, the power's mel projection.
@@ -136,32 +138,3 @@ def _windowed_dft_kernel(n_fft: int) -> np.ndarray:
     phase = 2.0 * np.pi * np.outer(np.arange(n_fft), np.arange(n_bins)) / n_fft
     basis = np.concatenate([np.cos(phase), -np.sin(phase)], axis=1) * window[:, None]
     return basis[:, None, :].astype(np.float32)
-
-
-def _hz_to_slaney_mel(hz):
-    """Slaney's mel scale: linear to 1 kHz (3 mels per 200 Hz), logarithmic above."""
-    hz = np.asarray(hz, dtype=np.float64)
-    linear = hz * 3.0 / 200.0
-    log_step = math.log(6.4) / 27.0
-    logarithmic = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / log_step
-    return np.where(hz >= 1000.0, logarithmic, linear)
-
-
-def _slaney_mel_to_hz(mel):
-    mel = np.asarray(mel, dtype=np.float64)
-    log_step = math.log(6.4) / 27.0
-    return np.where(mel >= 15.0, 1000.0 * np.exp(log_step * (mel - 15.0)), mel * 200.0 / 3.0)
-
-
-def _slaney_mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max) -> np.ndarray:
-    """Triangular filters (n_mels, n_fft // 2 + 1) on the Slaney scale, each of unit area."""
-    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    edges_mel = np.linspace(_hz_to_slaney_mel(f_min), _hz_to_slaney_mel(f_max), n_mels + 2)
-    edges_hz = _slaney_mel_to_hz(edges_mel)
-    widths = np.diff(edges_hz)
-    offsets = edges_hz[:, None] - bin_hz[None, :]
-    rising = -offsets[:-2] / widths[:-1, None]
-    falling = offsets[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    # Slaney normalisation: divide each triangle by half its base so every filter has unit area.
-    return weights * (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
