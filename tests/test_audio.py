@@ -221,6 +221,12 @@ def test_decodes_in_parallel_threads(tmp_path):
         np.testing.assert_array_equal(samples, expected[path], err_msg=path.name)
 
 
+@pytest.mark.parametrize("channels", range(2, 8))
+def test_downmix_equals_numpys_channel_mean(channels):
+    samples = np.random.default_rng(channels).standard_normal((10001, channels)).astype(np.float32)
+    np.testing.assert_array_equal(downmix_to_mono(samples), samples.mean(axis=1, dtype=np.float32))
+
+
 def test_downmix_is_the_channel_mean():
     samples = stereo_signal().astype(np.float32)
     np.testing.assert_allclose(downmix_to_mono(samples), (samples[:, 0] + samples[:, 1]) / 2)

@@ -282,7 +282,14 @@ def downmix_to_mono(samples: np.ndarray) -> np.ndarray:
         return samples
     if samples.shape[1] == 1:
         return samples[:, 0]
-    return samples.mean(axis=1, dtype=np.float32)
+    # Channel by channel over contiguous columns, then one division: the sums of
+    # `samples.mean(axis=1)` in the same order (equal for up to 7 channels), faster on
+    # (n, 2) interleaved frames, whose row-wise reduction numpy does in short strided steps.
+    total = samples[:, 0].copy()
+    for channel in range(1, samples.shape[1]):
+        total += samples[:, channel]
+    total /= np.float32(samples.shape[1])
+    return total
 
 
 def resample_linear(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
