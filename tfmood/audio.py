@@ -20,6 +20,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -68,7 +69,10 @@ _MP3_SEARCH_BYTES = 8192  # where to look for the first frame after any ID3v2 ta
 
 
 def load_audio(
-    path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None
+    path: str | os.PathLike,
+    sample_rate: int = SAMPLE_RATE,
+    max_seconds: float | None = None,
+    decoder: Callable = None,
 ) -> np.ndarray:
     """Decode an audio file, average its channels and resample it.
 
@@ -77,6 +81,7 @@ def load_audio(
         sample_rate: the output rate in Hz (12 kHz for the MTG-Jamendo front-end).
         max_seconds: decode only the file's first `max_seconds` seconds (None: all of it).
             The result is then the start of the whole file's waveform, sample for sample.
+        decoder: `decode_audio` (libsndfile) by default; `tfmood.audio_tfio` passes its own.
 
     Returns:
         The mono waveform, float32, shape (n_samples,).
@@ -85,13 +90,15 @@ def load_audio(
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a supported audio format, is corrupt or holds no samples.
     """
-    samples, file_rate = decode_audio(path, max_seconds=max_seconds)
+    samples, file_rate = (decoder or decode_audio)(path, max_seconds=max_seconds)
     mono = downmix_to_mono(samples)
     del samples  # the decoded channels go before resampling (mono may be a view of them)
     return resample_linear(mono, file_rate, sample_rate)
 
 
-def load_audio_tensor(path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None):
+def load_audio_tensor(
+    path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None, loader: Callable = None
+):
     """`load_audio` for a `tf.data` pipeline: a scalar string tensor in, a float32 tensor out.
 
     libsndfile runs outside the TensorFlow graph, so this wraps `load_audio` in
@@ -102,14 +109,17 @@ def load_audio_tensor(path, sample_rate: int = SAMPLE_RATE, max_seconds: float |
         path: a scalar `tf.string` tensor naming an audio file.
         sample_rate: the output rate in Hz.
         max_seconds: decode only the first `max_seconds` seconds (None: the whole file).
+        loader: `load_audio` by default; `tfmood.audio_tfio` passes its own.
 
     Returns:
         A float32 tensor of shape (n_samples,).
     """
     import tensorflow as tf
 
+    load_file = loader or load_audio
+
     def load(path_tensor):
-        return load_audio(path_tensor.numpy().decode("utf-8"), sample_rate, max_seconds)
+        return load_file(path_tensor.numpy().decode("utf-8"), sample_rate, max_seconds)
 
     waveform = tf.py_function(load, [path], Tout=tf.float32)
     waveform.set_shape([None])

@@ -26,12 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmood.audio import (
-    SAMPLE_RATE,
-    SUPPORTED_FORMATS,
-    downmix_to_mono,
-    resample_linear,
-)
+from tfmood.audio import SAMPLE_RATE, SUPPORTED_FORMATS, load_audio, load_audio_tensor
 
 INSTALL_HINT = (
     "pip install tfmood[tfio], on a TensorFlow and Python that tensorflow-io has a wheel for; "
@@ -91,8 +86,7 @@ def load_audio_tfio(
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a supported audio format, is corrupt or holds no samples.
     """
-    samples, file_rate = decode_audio_tfio(path, max_seconds=max_seconds)
-    return resample_linear(downmix_to_mono(samples), file_rate, sample_rate)
+    return load_audio(path, sample_rate, max_seconds, decoder=decode_audio_tfio)
 
 
 def load_audio_tensor_tfio(path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None):
@@ -109,16 +103,8 @@ def load_audio_tensor_tfio(path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
     Raises:
         ImportError: tensorflow-io cannot be imported (checked when the pipeline is built).
     """
-    import tensorflow as tf
-
     require_tfio()
-
-    def load(path_tensor):
-        return load_audio_tfio(path_tensor.numpy().decode("utf-8"), sample_rate, max_seconds)
-
-    waveform = tf.py_function(load, [path], Tout=tf.float32)
-    waveform.set_shape([None])
-    return waveform
+    return load_audio_tensor(path, sample_rate, max_seconds, loader=load_audio_tfio)
 
 
 def decode_audio_tfio(
