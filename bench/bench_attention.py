@@ -30,11 +30,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import tensorflow as tf
+from bench_training import training_step  # noqa: E402  (beside this script)
 from keras import ops
 
-from bench_training import training_step  # noqa: E402  (beside this script)
-from tfmood import models
 from tfmood.layers import LocalSelfAttention
+from tfmood.models import vggish
 
 SHAPES = ("16x24x20x64", "16x24x80x32")
 FILTERS = 64
@@ -146,15 +146,15 @@ def layer_case(shape: tuple, heads, repeats: int) -> tuple:
 
 @contextlib.contextmanager
 def stacked_attention_blocks():
-    """`models.build_model` builds its attention blocks with the stacked layer meanwhile."""
-    factory = models.BLOCK_LAYERS["attention"]
-    models.BLOCK_LAYERS["attention"] = lambda filters, config, name: StackedLocalSelfAttention(
+    """`vggish.build_model` builds its attention blocks with the stacked layer meanwhile."""
+    factory = vggish.BLOCK_LAYERS["attention"]
+    vggish.BLOCK_LAYERS["attention"] = lambda filters, config, name: StackedLocalSelfAttention(
         filters, kernel_size=3, heads=config.heads, name=name
     )
     try:
         yield
     finally:
-        models.BLOCK_LAYERS["attention"] = factory
+        vggish.BLOCK_LAYERS["attention"] = factory
 
 
 def model_case(args) -> dict:
@@ -162,9 +162,9 @@ def model_case(args) -> dict:
     settings = {"n_frames": None, "width": (0.25, 0.25, 0.5, 1, 1), "heads": args.heads,
                 "dropout": 0.1}  # fmt: skip
     keras.utils.set_random_seed(SEED)
-    current = models.build_model("sa3", **settings)
+    current = vggish.build_model("sa3", **settings)
     with stacked_attention_blocks():
-        stacked = models.build_model("sa3", **settings)
+        stacked = vggish.build_model("sa3", **settings)
     stacked.set_weights(current.get_weights())
     rng = np.random.default_rng(SEED)
     mel = rng.normal(-40.0, 20.0, (args.batch_size, 96, args.n_frames)).astype("float32")

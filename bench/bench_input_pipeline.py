@@ -1,6 +1,6 @@
 """Input pipeline throughput against what training consumes.
 
-Generates a synthetic corpus (tfmood.synth) in a temporary directory, turns it into .npy melspecs
+Generates a synthetic corpus (tfmood.data.synth) in a temporary directory, turns it into .npy melspecs
 and TFRecord shards, and measures clips per second of the training pipeline (batch 16, 1400 frames,
 shuffled, not cached, so every batch is read and decoded again) from .npy files, from WAV audio
 (decode + resample + LogMel) and from shards, plus the .npy pipeline served from its memory cache
@@ -44,9 +44,9 @@ def cpu_model() -> str:
 
 def build_corpus(workdir: str, n_tracks: int, seconds: float) -> tuple:
     """Synthetic WAVs, their .npy melspecs and TFRecord shards; returns (tsv, roots by source)."""
-    from tfmood.data import audio_mel, write_shards
-    from tfmood.metadata import read_split
-    from tfmood.synth import generate_corpus
+    from tfmood.data.metadata import read_split
+    from tfmood.data.pipeline import audio_mel, write_shards
+    from tfmood.data.synth import generate_corpus
 
     info = generate_corpus(workdir, n_tracks, seconds, SEED)
     tsv = info.split_paths["train"]
@@ -77,7 +77,7 @@ def training_clips_per_second(n_steps: int) -> float:
     """Clips per second that `train_on_batch` of the baseline consumes at batch 16."""
     import keras
 
-    from tfmood.models import build_model
+    from tfmood.models.vggish import build_model
 
     model = build_model("baseline")
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
@@ -92,7 +92,7 @@ def training_clips_per_second(n_steps: int) -> float:
 
 
 def measure(tsv: str, roots: dict, args) -> list:
-    from tfmood.data import make_dataset
+    from tfmood.data.pipeline import make_dataset
 
     common = {"training": True, "batch_size": BATCH_SIZE, "n_frames": N_FRAMES, "seed": SEED}
     rows = []

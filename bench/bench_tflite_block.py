@@ -1,9 +1,9 @@
 """TFLite cost of block 3: the attention that replaces the conv, alone and inside the model.
 
 Two comparisons, each timed in interleaved rounds on one thread (LiteRT's interpreter through
-`tfmood.interpreter`, default XNNPACK delegate), thread CPU time in ms:
+`tfmood.deploy.runtime`, default XNNPACK delegate), thread CPU time in ms:
 
-- alone: a 3x3 conv + (2, 4) max pool against `tfmood.fold.ExportLocalSelfAttention` with the
+- alone: a 3x3 conv + (2, 4) max pool against `tfmood.deploy.fold.ExportLocalSelfAttention` with the
   pool fused, on the paper's block-3 input (24 x 87 x 128), and the attention's parts: its q/k/v
   projection alone, and the attention cut after the max of the 9 logits and after the 9 softmax
   weights (cumulative: each includes the parts before it);
@@ -40,7 +40,7 @@ def attention_up_to(stage: str):
     """`ExportLocalSelfAttention` cut after a stage of its strips: "max" (the 9 logits and their
     maximum) or "exp" (also the 9 softmax weights and their sum); the last tensor of the stage,
     max-pooled like the output, is what the model returns."""
-    from tfmood.fold import ExportLocalSelfAttention
+    from tfmood.deploy.fold import ExportLocalSelfAttention
 
     class AttentionUpTo(ExportLocalSelfAttention):
         def _strip(self, qkv, top, rows, width):
@@ -61,8 +61,8 @@ def block_models(target: str) -> dict:
     """Block 3 alone: conv, projection, attention up to each stage (random weights)."""
     import keras
 
-    from tfmood.export import convert
-    from tfmood.fold import ExportLocalSelfAttention
+    from tfmood.deploy.convert import convert
+    from tfmood.deploy.fold import ExportLocalSelfAttention
 
     rng = np.random.default_rng(SEED)
     mode = "int8" if target == "int8" else "float"
@@ -98,9 +98,9 @@ def model_cuts(target: str) -> dict:
     """The rewritten baseline and sa3, cut after block 2 and after block 3."""
     import keras
 
-    from tfmood.export import convert, representative_dataset
-    from tfmood.fold import inference_model
-    from tfmood.models import build_model
+    from tfmood.deploy.convert import convert, representative_dataset
+    from tfmood.deploy.fold import inference_model
+    from tfmood.models.vggish import build_model
 
     rng = np.random.default_rng(SEED)
     calibration = rng.normal(-40.0, 20.0, (4, 96, 1400)).astype(np.float32)
@@ -129,7 +129,7 @@ def census(flatbuffer: bytes) -> list:
     """[(op type, count, values written / map size)] of a TFLite model, most written first."""
     import collections
 
-    from tfmood.interpreter import op_details
+    from tfmood.deploy.runtime import op_details
 
     counts, volumes = collections.Counter(), collections.Counter()
     for op in op_details(flatbuffer):

@@ -1,12 +1,12 @@
 """TFLite latency per 30 s clip (96 x 1400 log-mel) on one thread, per preset and target.
 
 For every preset, the model is converted twice: straight (`convert(..., rewrite=False)`: the Keras
-graph as it is, any batch size) and through the export rewrite (`tfmood.fold`: static shapes,
+graph as it is, any batch size) and through the export rewrite (`tfmood.deploy.fold`: static shapes,
 folded BatchNorm/AReLU, activation after pooling, fast attention). Every interpreter is LiteRT's
-(`tfmood.interpreter`, `ai_edge_litert`) with one thread and its default delegate: XNNPACK, which
+(`tfmood.deploy.runtime`, `ai_edge_litert`) with one thread and its default delegate: XNNPACK, which
 takes the float ops (float EXP too, since LiteRT 2.3 / TF 2.21) and also the int8 (QS8) ops it
 supports; int8 ops it lacks (EXP, MAXIMUM) run on the builtin kernels. The models are timed in
-interleaved rounds (one invoke of each per round, `tfmood.interpreter.time_invokes`), so a change
+interleaved rounds (one invoke of each per round, `tfmood.deploy.runtime.time_invokes`), so a change
 in machine load hits all of them alike; the table gives the median over the rounds of the CPU time
 of the invoking thread (single-threaded, it excludes time lost to other processes) and the
 wall-time median beside it, and each model's time over the baseline's (of the medians, of the
@@ -58,7 +58,7 @@ def calibration_inputs(count: int = 8) -> np.ndarray:
 
 def build_preset(spec: str):
     """The model of a preset name with optional integer overrides, `name[:key=value,...]`."""
-    from tfmood.models import build_model
+    from tfmood.models.vggish import build_model
 
     name, _, overrides = spec.partition(":")
     pairs = (item.split("=", 1) for item in overrides.split(",") if item)
@@ -69,7 +69,7 @@ def convert_all(presets, targets, variants) -> dict:
     """{(preset, target, variant): flatbuffer} for every combination."""
     import keras
 
-    from tfmood.export import convert, representative_dataset
+    from tfmood.deploy.convert import convert, representative_dataset
 
     representative = representative_dataset(calibration_inputs())
     models = {}
@@ -85,7 +85,7 @@ def convert_all(presets, targets, variants) -> dict:
 
 def time_interleaved(models: dict, rounds: int) -> dict:
     """{key: {"cpu": ms per round, "wall": ms per round}} over `rounds` interleaved invokes."""
-    from tfmood.interpreter import time_invokes
+    from tfmood.deploy.runtime import time_invokes
 
     return time_invokes(models, rounds, warmup=1, num_threads=1, progress=True)
 

@@ -1,6 +1,6 @@
 """Training and inference throughput of the model presets, with XLA off and on.
 
-For each preset, the model `tfmood.training.build_and_compile` makes for `tfmood train` (Adam,
+For each preset, the model `tfmood.train.fit.build_and_compile` makes for `tfmood train` (Adam,
 binary cross-entropy) runs the compiled training step of `fit` on random in-memory tensors (batch
 16 of 96 x 1400 log-mel frames, so the input pipeline plays no part): a few warm-up steps (the
 first one traces and, with XLA, compiles), then timed steps, reported as the median in samples
@@ -108,7 +108,7 @@ def preset_throughput(preset: str, jit_compile: bool, batch: tuple, args) -> dic
     """Training and inference samples per second of one preset, compiled as for training."""
     import keras
 
-    from tfmood.training import TrainConfig, build_and_compile
+    from tfmood.train.fit import TrainConfig, build_and_compile
 
     keras.utils.set_random_seed(SEED)
     config = TrainConfig(preset=preset, batch_size=args.batch_size, n_frames=args.n_frames,
@@ -123,7 +123,7 @@ def preset_throughput(preset: str, jit_compile: bool, batch: tuple, args) -> dic
 
 def block_input_shapes(n_frames: int) -> list[tuple]:
     """(height, width, channels) that each block of the network sees."""
-    from tfmood.models import BLOCK_FILTERS, BLOCK_POOLS
+    from tfmood.models.vggish import BLOCK_FILTERS, BLOCK_POOLS
 
     height, width, channels, shapes = 96, n_frames, 1, []
     for filters, (pool_h, pool_w) in zip(BLOCK_FILTERS, BLOCK_POOLS):
@@ -133,10 +133,10 @@ def block_input_shapes(n_frames: int) -> list[tuple]:
 
 
 def make_block(block: int, layer: str):
-    """Block `block` of the network as in `tfmood.models`: spatial layer, BatchNorm, ELU, pool."""
+    """Block `block` of the network as in `tfmood.models.vggish`: spatial layer, BatchNorm, ELU, pool."""
     import keras
 
-    from tfmood.models import (
+    from tfmood.models.vggish import (
         BLOCK_FILTERS,
         BLOCK_LAYERS,
         BLOCK_POOLS,

@@ -6,7 +6,7 @@
 
 Steps (deterministic: the same checkpoint and excerpts give the same files):
 
-1. `tfmood.torch_import.import_torch(..., preset="baseline")` -> mtg-jamendo-baseline.keras,
+1. `tfmood.models.torch_import.import_torch(..., preset="baseline")` -> mtg-jamendo-baseline.keras,
    checked against the PyTorch outputs in io.npz (max |diff| <= 1e-4).
 2. The audio-in float32 TFLite model (12 kHz waveform in, LogMel inside): `export_model(...,
    "float32", audio_in=True)`, verified on the committed excerpts (max |dp| <= 1e-4).
@@ -90,8 +90,8 @@ def build(out_dir, checkpoint=DEFAULT_CHECKPOINT, reference=None, music=DEFAULT_
         RuntimeError: a parity or export check failed (nothing more is written).
     """
     from tfmood import atomic
-    from tfmood.export import export_model, verify_on_music
-    from tfmood.torch_import import import_torch
+    from tfmood.deploy.export import export_model, verify_on_music
+    from tfmood.models.torch_import import import_torch
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ def build(out_dir, checkpoint=DEFAULT_CHECKPOINT, reference=None, music=DEFAULT_
     model = import_torch(checkpoint, preset="baseline")
     keras_path = out_dir / KERAS_NAME
     atomic.save_model(model, keras_path)
-    from tfmood.models import load_model
+    from tfmood.models.vggish import load_model
 
     model = load_model(str(keras_path))  # verify what was written, as users load it
     keras_report = {"artifact": KERAS_NAME, "source": checkpoint.name, "preset": "baseline",
@@ -136,7 +136,7 @@ def build(out_dir, checkpoint=DEFAULT_CHECKPOINT, reference=None, music=DEFAULT_
 
 def latencies(out_dir, runs: int = 20) -> dict:
     """One-thread latency (ms, XNNPACK) of each TFLite artifact."""
-    from tfmood.interpreter import measure_latency
+    from tfmood.deploy.runtime import measure_latency
 
     return {name: measure_latency((Path(out_dir) / name).read_bytes(), runs=runs, num_threads=1)
             for name, *_ in EXPORTS}  # fmt: skip

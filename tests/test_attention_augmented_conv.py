@@ -1,11 +1,11 @@
 import keras
 import numpy as np
 import pytest
-
 from layer_checks import run_layer_checks
-from tfmood.interpreter import run as run_tflite
+
+from tfmood.deploy.runtime import run as run_tflite
 from tfmood.layers import AttentionAugmentedConv2D
-from tfmood.models import VGGishConfig, build_model
+from tfmood.models.vggish import VGGishConfig, build_model
 
 
 def numpy_conv_same(x, kernel, bias):

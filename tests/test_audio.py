@@ -13,7 +13,7 @@ import soundfile as sf
 import tensorflow as tf
 
 import tfmood
-from tfmood.audio import (
+from tfmood.data.audio import (
     decode_audio,
     downmix_to_mono,
     load_audio,
@@ -396,11 +396,11 @@ def test_only_audio_tfio_imports_tensorflow_io():
         for path in package.rglob("*.py")
         if importing.search(path.read_text(encoding="utf-8"))
     )
-    assert users == ["audio_tfio.py"]
+    assert users == ["data/audio_tfio.py"]
 
 
 def test_audio_tfio_says_how_to_install_tensorflow_io(tmp_path, monkeypatch):
-    from tfmood import audio_tfio
+    from tfmood.data import audio_tfio
 
     path = write_format(tmp_path, "wav", stereo_signal())
     monkeypatch.setitem(sys.modules, "tensorflow_io", None)  # as if it were not installed
@@ -409,7 +409,7 @@ def test_audio_tfio_says_how_to_install_tensorflow_io(tmp_path, monkeypatch):
 
 
 def test_audio_tfio_says_when_tensorflow_io_cannot_load(tmp_path, monkeypatch):
-    from tfmood import audio_tfio
+    from tfmood.data import audio_tfio
 
     class BrokenBuild(importlib.abc.MetaPathFinder):
         """A tensorflow-io built for another TensorFlow: its kernels fail to load."""
@@ -426,7 +426,7 @@ def test_audio_tfio_says_when_tensorflow_io_cannot_load(tmp_path, monkeypatch):
 
 
 class _FakeHandle:
-    """What `tfmood.audio._read` sees of a libsndfile handle."""
+    """What `tfmood.data.audio._read` sees of a libsndfile handle."""
 
     def __init__(self, file_format, frames, decoded):
         self.format, self.frames, self.decoded = file_format, frames, decoded
@@ -439,7 +439,7 @@ class _FakeHandle:
 def test_ogg_may_decode_up_to_one_vorbis_block_short_of_its_announced_length(shortfall, ok):
     # libsndfile announces an Ogg Vorbis stream's length from its last granule position, which
     # can exceed what the last block decodes to (three HyperRogue tracks: 104 samples short).
-    from tfmood.audio import _read
+    from tfmood.data.audio import _read
 
     handle = _FakeHandle("OGG", 100_000, 100_000 - shortfall)
     if ok:
@@ -455,9 +455,9 @@ def test_ogg_may_decode_up_to_one_vorbis_block_short_of_its_announced_length(sho
 def test_blockwise_resampling_equals_one_interpolation(monkeypatch, rate_in):
     # The whole signal interpolated at once at the converter's read positions, against the
     # block-wise form with many blocks and blocks ending at every kind of edge.
-    import tfmood.audio
+    import tfmood.data.audio
 
-    monkeypatch.setattr(tfmood.audio, "_RESAMPLE_BLOCK", 1000)
+    monkeypatch.setattr(tfmood.data.audio, "_RESAMPLE_BLOCK", 1000)
     rng = np.random.default_rng(rate_in)
     for n in (1, 2, 7, 999, 1000, 12345, 100003):
         samples = rng.standard_normal(n).astype(np.float32)

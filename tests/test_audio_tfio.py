@@ -1,4 +1,4 @@
-"""tensorflow-io decoding (tfmood.audio_tfio) against libsndfile; skipped where it cannot load."""
+"""tensorflow-io decoding (tfmood.data.audio_tfio) against libsndfile; skipped where it cannot load."""
 
 import concurrent.futures
 import sys
@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from tfmood import audio_tfio
+from tfmood.data import audio_tfio
 
 try:
     audio_tfio.require_tfio()
@@ -21,8 +21,8 @@ except ImportError as error:
 
 from test_audio import RATE, stereo_signal, write_fixture
 
-from tfmood.audio import load_audio
-from tfmood.audio_tfio import (
+from tfmood.data.audio import load_audio
+from tfmood.data.audio_tfio import (
     decode_audio_tfio,
     load_audio_tensor_tfio,
     load_audio_tfio,

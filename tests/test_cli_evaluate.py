@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skmetrics
 
 from tfmood.cli import main
-from tfmood.tags import MOODTHEME_TAGS, PREFIX
+from tfmood.data.tags import MOODTHEME_TAGS, PREFIX
 
 SUMMARY_KEYS = {
     "ROC-AUC-macro",

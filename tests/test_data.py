@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from tfmood import data
 from tfmood.cli import main as cli_main
-from tfmood.data import DataConfig, make_dataset, validate_files, write_shards
-from tfmood.metadata import read_split
-from tfmood.tags import MOODTHEME_TAGS
+from tfmood.data import pipeline
+from tfmood.data.metadata import read_split
+from tfmood.data.pipeline import DataConfig, make_dataset, validate_files, write_shards
+from tfmood.data.tags import MOODTHEME_TAGS
 
 HEADER = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
 QUIET = {"progress": False, "io_threads": 2}
@@ -127,7 +127,7 @@ def test_shards_max_frames_and_split_mismatch(ramp_corpus, tmp_path):
 def test_shard_resume_after_interruption(ramp_corpus, tmp_path, monkeypatch):
     tsv, root, _ = ramp_corpus
     out = tmp_path / "shards"
-    real_record = data.mel_record
+    real_record = pipeline.mel_record
     calls = {"records": 0, "loads": 0}
 
     def failing_record(*args):
@@ -136,7 +136,7 @@ def test_shard_resume_after_interruption(ramp_corpus, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_record(*args)
 
-    monkeypatch.setattr(data, "mel_record", failing_record)
+    monkeypatch.setattr(pipeline, "mel_record", failing_record)
     with pytest.raises(KeyboardInterrupt):
         write_shards(tsv, root, str(out), shard_size=2, **QUIET)
     names = sorted(p.name for p in out.iterdir())
@@ -145,14 +145,14 @@ def test_shard_resume_after_interruption(ramp_corpus, tmp_path, monkeypatch):
     assert "split-00001-of-00003.tfrecord" not in names and "index.json" not in names
     assert any(".tmp-" in name for name in names)
 
-    real_inspect = data.inspect_npy
+    real_inspect = pipeline.inspect_npy
 
     def counting_inspect(*args):
         calls["loads"] += 1
         return real_inspect(*args)
 
-    monkeypatch.setattr(data, "mel_record", real_record)
-    monkeypatch.setattr(data, "inspect_npy", counting_inspect)
+    monkeypatch.setattr(pipeline, "mel_record", real_record)
+    monkeypatch.setattr(pipeline, "inspect_npy", counting_inspect)
     index = write_shards(tsv, root, str(out), shard_size=2, **QUIET)
     assert calls["loads"] == 3  # the finished shard was not rewritten
     assert index["total"] == 5 and not [p for p in out.iterdir() if ".tmp-" in p.name]

@@ -42,8 +42,8 @@ sys.exit(main(sys.argv[1:]))
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory) -> Path:
     """A config file of a tiny run on the log-mel shards of a synthetic corpus."""
-    from tfmood.data import write_shards
-    from tfmood.synth import generate_corpus
+    from tfmood.data.pipeline import write_shards
+    from tfmood.data.synth import generate_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     info = generate_corpus(str(root / "synth"), N_TRACKS, SECONDS, SEED, progress=False)
@@ -86,9 +86,9 @@ def check_run(out: Path, config_path: Path) -> dict:
     from sklearn.metrics import roc_auc_score
 
     import tfmood.layers  # noqa: F401  (registers the custom layers)
-    from tfmood.callbacks import read_history
-    from tfmood.data import make_dataset
-    from tfmood.metadata import label_matrix, read_split
+    from tfmood.data.metadata import label_matrix, read_split
+    from tfmood.data.pipeline import make_dataset
+    from tfmood.train.callbacks import read_history
 
     assert {path.name for path in out.iterdir()} == RUN_FILES
     rows = read_history(str(out / "history.csv"))
@@ -111,7 +111,7 @@ def check_run(out: Path, config_path: Path) -> dict:
 
 
 def test_the_splits_end_in_partial_batches(tiny_config):
-    from tfmood.metadata import read_split
+    from tfmood.data.metadata import read_split
 
     config = yaml.safe_load(tiny_config.read_text())
     for split in ("train_tsv", "validation_tsv"):
@@ -121,8 +121,8 @@ def test_the_splits_end_in_partial_batches(tiny_config):
 def test_replicated_pipelines_hold_whole_batches_only(tiny_config):
     import numpy as np
 
-    from tfmood.metadata import read_split
-    from tfmood.training import TrainConfig, datasets
+    from tfmood.data.metadata import read_split
+    from tfmood.train.fit import TrainConfig, datasets
 
     config = TrainConfig.from_yaml(str(tiny_config), strategy="mirrored")
     train, validation, labels = datasets(config)

@@ -1,24 +1,22 @@
 """TFLite export: converters per target, export-time rewrites, audio-in model, verification."""
 
-import importlib.machinery
+import importlib.util
 import json
 import os
-import sys
-import types
 
 import keras
 import numpy as np
 import pytest
 
-from tfmood import export
-from tfmood.fold import (
+from tfmood.deploy import audio_model, calibration, convert, export, runtime, verify
+from tfmood.deploy.fold import (
     ExportLocalSelfAttention,
     arelu_gain_and_slope,
     chain_layers,
     inference_model,
 )
 from tfmood.layers import AReLU, LocalSelfAttention
-from tfmood.models import build_model
+from tfmood.models.vggish import build_model
 
 N_FRAMES = 320  # the shortest input the five pools accept
 WIDTH = 0.25
@@ -49,7 +47,7 @@ def mel_batch(count, n_frames=N_FRAMES, seed=1):
 
 
 def representative(count=4):
-    return export.representative_dataset(mel_batch(count, seed=2))
+    return convert.representative_dataset(mel_batch(count, seed=2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +153,7 @@ def test_export_attention_matches_numpy_formula(mode, strip_rows, pool_size, hea
     trained.build((None, height, width, in_channels))
     trained.set_weights([w.reshape(1, 1, in_channels, channels) for w in (wq, wk, wv)]
                         + [rel_h, rel_w])  # fmt: skip
-    from tfmood.fold import fold_attention
+    from tfmood.deploy.fold import fold_attention
 
     layer = ExportLocalSelfAttention(channels, strip_rows=strip_rows, mode=mode,
                                      pool_size=pool_size, heads=heads)  # fmt: skip
@@ -175,7 +173,7 @@ def test_export_attention_matches_numpy_formula(mode, strip_rows, pool_size, hea
 
 def test_chain_layers_inlines_nested_models_and_refuses_branches():
     inner = build_model("baseline", n_frames=N_FRAMES, width=WIDTH)
-    outer = export.audio_in_model(inner, export.audio_samples_for(N_FRAMES))
+    outer = audio_model.audio_in_model(inner, audio_model.audio_samples_for(N_FRAMES))
     names = [layer.name for layer in chain_layers(outer)]
     assert names[0] == "log_mel" and names[1:] == [layer.name for layer in chain_layers(inner)]
     inputs = keras.Input((4,))
@@ -196,21 +194,21 @@ def sa3_arelu():
     return model, x, np.asarray(model(x, training=False))
 
 
-@pytest.mark.parametrize("target", export.TARGETS)
+@pytest.mark.parametrize("target", convert.TARGETS)
 def test_convert_each_target(sa3_arelu, target):
     model, x, reference = sa3_arelu
-    flatbuffer = export.convert(model, target, representative())
-    ops = export.ops_used(flatbuffer)
+    flatbuffer = convert.convert(model, target, representative())
+    ops = convert.ops_used(flatbuffer)
     assert not any(op.startswith("CUSTOM") for op in ops)
     # The folded graph: AReLU is one LEAKY_RELU, attention has no 5-D pack or softmax.
     assert "LEAKY_RELU" in ops and "PACK" not in ops and "SOFTMAX" not in ops
     assert "RELU" not in ops and "NEG" not in ops
-    details = export.io_details(flatbuffer)
+    details = runtime.io_details(flatbuffer)
     (inputs,), (outputs,) = details["inputs"], details["outputs"]
     assert inputs["shape"] == [1, 96, N_FRAMES] and outputs["shape"] == [1, 56]
-    checks = export.check_io(flatbuffer, target)
+    checks = verify.check_io(flatbuffer, target)
     assert all(check.passed for check in checks), checks
-    scores = export.run_tflite(flatbuffer, x)
+    scores = runtime.run(flatbuffer, x)
     diff = np.abs(scores - reference).max()
     # int8 accuracy is checked by ROC-AUC on a trained model (the slow test): the logits of
     # this random model are far outside what 4 calibration examples cover.
@@ -231,7 +229,7 @@ def xnnpack_int8_scale_violations(flatbuffer):
     """int8 ADD/SUB/MUL ops whose scales XNNPACK's delegate refuses (they then run on the slow
     builtin kernels and split the delegated graph): an input-to-output scale ratio outside
     [2^-10, 2^8) for ADD and SUB, an input-product-to-output ratio outside [2^-16, 2^8) for MUL."""
-    from tfmood.interpreter import op_details
+    from tfmood.deploy.runtime import op_details
 
     violations = []
     for op in op_details(flatbuffer):
@@ -250,17 +248,17 @@ def xnnpack_int8_scale_violations(flatbuffer):
 
 
 def test_int8_attention_stays_within_the_delegates_scale_ranges(monkeypatch):
-    from tfmood.fold import ExportLocalSelfAttention
+    from tfmood.deploy.fold import ExportLocalSelfAttention
 
     # Untrained relative embeddings (stddev 0.05) are tiny next to the keys' range.
     model = small_model("sa3")
-    flatbuffer = export.convert(model, "int8", representative())
+    flatbuffer = convert.convert(model, "int8", representative())
     assert xnnpack_int8_scale_violations(flatbuffer) == []
-    assert "DEPTHWISE_CONV_2D" in export.ops_used(flatbuffer)
+    assert "DEPTHWISE_CONV_2D" in convert.ops_used(flatbuffer)
     # The plain ADD of the embedding is what the delegate refuses: the check can fail.
     monkeypatch.setattr(ExportLocalSelfAttention, "_add_relative",
                         lambda self, keys, index: keys + self.relative[index])  # fmt: skip
-    plain = export.convert(model, "int8", representative())
+    plain = convert.convert(model, "int8", representative())
     assert [name for name, _ in xnnpack_int8_scale_violations(plain)] == ["ADD"] * 9
 
 
@@ -268,11 +266,11 @@ def test_int8_attention_stays_within_the_delegates_scale_ranges(monkeypatch):
 def test_grouped_head_attention_converts_to_a_static_graph(target):
     model = small_model("sa3", heads=4)
     x = mel_batch(2, seed=9)
-    flatbuffer = export.convert(model, target, representative())
-    ops = export.ops_used(flatbuffer)
+    flatbuffer = convert.convert(model, target, representative())
+    ops = convert.ops_used(flatbuffer)
     # The rewrite, not the training graph: no run-time shapes, no 5-D head split.
     assert not {"SHAPE", "PACK", "SUM", "REDUCE_MAX", "CUSTOM"} & set(ops), ops
-    scores = export.run_tflite(flatbuffer, x)
+    scores = runtime.run(flatbuffer, x)
     if target == "float32":
         np.testing.assert_allclose(scores, model(x, training=False), atol=1e-4)
     else:
@@ -283,19 +281,19 @@ def test_grouped_head_attention_converts_to_a_static_graph(target):
 def test_float32_conversion_within_tolerance(preset):
     model = small_model(preset)
     x = mel_batch(2, seed=8)
-    flatbuffer = export.convert(model, "float32")
-    checks = export.check_outputs("float32", np.asarray(model(x)), export.run_tflite(flatbuffer, x))
+    flatbuffer = convert.convert(model, "float32")
+    checks = verify.check_outputs("float32", np.asarray(model(x)), runtime.run(flatbuffer, x))
     assert checks[0].metric == "max_abs_diff" and checks[0].passed, checks
 
 
 def test_unknown_target_lists_valid_ones():
     with pytest.raises(ValueError, match="float32, float16, dynamic, int8"):
-        export.convert(small_model("baseline"), "int4")
+        convert.convert(small_model("baseline"), "int4")
 
 
 def test_int8_needs_calibration_data():
     with pytest.raises(ValueError, match="representative_data"):
-        export.convert(small_model("baseline"), "int8")
+        convert.convert(small_model("baseline"), "int8")
 
 
 def test_custom_op_is_refused_by_name():
@@ -308,25 +306,25 @@ def test_custom_op_is_refused_by_name():
     inputs = keras.Input((4,), batch_size=1)
     model = keras.Model(inputs, IncompleteGamma()(inputs))
     with pytest.raises(ValueError, match="unsupported TFLite op Igamma"):
-        export.convert(model, "float32", rewrite=False)
+        convert.convert(model, "float32", rewrite=False)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.allow_custom_ops = True
     flatbuffer = converter.convert()
-    assert "CUSTOM:Igamma" in export.ops_used(flatbuffer)
+    assert "CUSTOM:Igamma" in convert.ops_used(flatbuffer)
     with pytest.raises(ValueError, match="unsupported TFLite op Igamma"):
-        export.check_builtin_ops(flatbuffer)
+        convert.check_builtin_ops(flatbuffer)
 
 
 def test_audio_in_model_matches_mel_model():
     from tfmood.layers.log_mel import LogMel
 
     model = small_model("baseline")
-    n_samples = export.audio_samples_for(N_FRAMES)
-    graph = export.audio_in_model(inference_model(model, n_frames=N_FRAMES), n_samples)
-    flatbuffer = export.convert(graph, "float32", rewrite=False)
-    ops = export.ops_used(flatbuffer)
+    n_samples = audio_model.audio_samples_for(N_FRAMES)
+    graph = audio_model.audio_in_model(inference_model(model, n_frames=N_FRAMES), n_samples)
+    flatbuffer = convert.convert(graph, "float32", rewrite=False)
+    ops = convert.ops_used(flatbuffer)
     assert "LOG" in ops and not any(op.startswith("CUSTOM") for op in ops)
-    assert export.io_details(flatbuffer)["inputs"][0]["shape"] == [1, n_samples]
+    assert runtime.io_details(flatbuffer)["inputs"][0]["shape"] == [1, n_samples]
     rng = np.random.default_rng(9)
     t = np.arange(n_samples) / 12000.0
     audio = np.stack([0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.normal(size=n_samples),
@@ -334,12 +332,12 @@ def test_audio_in_model_matches_mel_model():
     mel = np.asarray(LogMel()(audio))
     assert mel.shape == (2, 96, N_FRAMES)
     expected = np.asarray(model(mel))
-    np.testing.assert_allclose(export.run_tflite(flatbuffer, audio), expected, atol=1e-4)
+    np.testing.assert_allclose(runtime.run(flatbuffer, audio), expected, atol=1e-4)
 
 
 def test_latency_measurement_reports_both_clocks():
-    flatbuffer = export.convert(small_model("baseline"), "float32")
-    latency = export.measure_latency(flatbuffer, runs=3, warmup=1)  # from tfmood.interpreter
+    flatbuffer = convert.convert(small_model("baseline"), "float32")
+    latency = runtime.measure_latency(flatbuffer, runs=3, warmup=1)  # from tfmood.deploy.runtime
     assert latency["runs"] == 3
     assert 0 < latency["cpu_ms"]["min"] <= latency["cpu_ms"]["median"]
     assert 0 < latency["wall_ms"]["min"] <= latency["wall_ms"]["median"]
@@ -351,7 +349,7 @@ def test_latency_measurement_reports_both_clocks():
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
-    from tfmood.synth import generate_corpus
+    from tfmood.data.synth import generate_corpus
 
     out = tmp_path_factory.mktemp("corpus")
     return generate_corpus(str(out), 24, 3.0, SEED, progress=False).out_dir
@@ -398,7 +396,7 @@ def test_int8_logits_export_outputs_logits_at_their_own_scale(tiny_corpus, tmp_p
 
 
 def test_logits_model_is_the_model_before_its_sigmoid():
-    from tfmood.fold import logits_model
+    from tfmood.deploy.fold import logits_model
 
     model = small_model("arelu")
     x = mel_batch(2, seed=12)
@@ -412,11 +410,11 @@ def test_logits_model_is_the_model_before_its_sigmoid():
 
 def test_logits_are_checked_on_their_sigmoid():
     reference, outputs = np.array([[10.0, -3.0]]), np.array([[11.0, -3.0]])
-    (check,) = export.check_outputs("float32", reference, outputs, logits=True)
+    (check,) = verify.check_outputs("float32", reference, outputs, logits=True)
     # sigmoid(11) - sigmoid(10) = 2.9e-5: within 1e-4, though the logits differ by 1.
     assert check.value == pytest.approx(1 / (1 + np.exp(-11)) - 1 / (1 + np.exp(-10)), rel=1e-2)
     assert check.passed
-    (check,) = export.check_outputs("float32", reference, outputs)
+    (check,) = verify.check_outputs("float32", reference, outputs)
     assert check.value == pytest.approx(1.0) and not check.passed
 
 
@@ -439,7 +437,7 @@ def test_failed_int8_export_suggests_logits_only_when_the_output_grid_is_the_cau
 def test_export_failing_its_check_is_not_written(tiny_corpus, tmp_path, monkeypatch, capsys):
     from tfmood.cli import main
 
-    monkeypatch.setitem(export.MAX_ABS_DIFF, "float32", -1.0)  # no model can pass this
+    monkeypatch.setitem(verify.MAX_ABS_DIFF, "float32", -1.0)  # no model can pass this
     model_path = str(tmp_path / "model.keras")
     small_model("baseline", n_frames=None).save(model_path)
     out = tmp_path / "model.tflite"
@@ -457,37 +455,47 @@ def test_audio_in_refuses_8_bit_targets(tiny_corpus):
 
 
 def test_calibration_paths_are_resolved_or_named(tiny_corpus, tmp_path):
-    splits = export.resolve_splits(tiny_corpus)
+    splits = calibration.resolve_splits(tiny_corpus)
     assert splits["calibration"].endswith("-validation.tsv")
     assert splits["test"].endswith("-test.tsv")
-    assert export.resolve_splits(splits["calibration"]) == splits
+    assert calibration.resolve_splits(splits["calibration"]) == splits
     with pytest.raises(FileNotFoundError, match="no-such-dir"):
-        export.resolve_splits(str(tmp_path / "no-such-dir"))
+        calibration.resolve_splits(str(tmp_path / "no-such-dir"))
 
 
 def test_default_corpus_is_generated_once_into_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "DEFAULT_CORPUS", {"n_tracks": 24, "seconds": 1.0, "seed": 0})
-    path = export.default_corpus(str(tmp_path))
+    monkeypatch.setattr(calibration, "DEFAULT_CORPUS", {"n_tracks": 24, "seconds": 1.0, "seed": 0})
+    path = calibration.default_corpus(str(tmp_path))
     assert os.path.isfile(os.path.join(path, "autotagging_moodtheme-test.tsv"))
     stamp = os.path.getmtime(os.path.join(path, "synth.json"))
-    assert export.default_corpus(str(tmp_path)) == path
+    assert calibration.default_corpus(str(tmp_path)) == path
     assert os.path.getmtime(os.path.join(path, "synth.json")) == stamp
     assert os.listdir(tmp_path) == [os.path.basename(path)]  # no staging folder left
 
 
-def test_micro_target_dispatches_to_micro_module(monkeypatch, tmp_path, capsys):
+def test_micro_target_dispatches_to_the_tflm_export(monkeypatch, tmp_path, capsys):
     from tfmood.cli import main
+    from tfmood.deploy import tflm
 
     calls = []
-    module = types.ModuleType("tfmood.micro")
-    module.__spec__ = importlib.machinery.ModuleSpec("tfmood.micro", None)
-    module.export_micro = lambda *args, **kwargs: calls.append((args, kwargs)) or {"passed": True}
-    monkeypatch.setitem(sys.modules, "tfmood.micro", module)
+    fake = lambda *args, **kwargs: calls.append((args, kwargs)) or {"passed": True}  # noqa: E731
+    monkeypatch.setattr(tflm, "export_micro", fake)
     out = str(tmp_path / "m.tflite")
     assert main(["export", "m.keras", "--target", "micro", "-o", out, "--n-frames", "320"]) == 0
     (args, kwargs), = calls
     assert args == ("m.keras", out) and kwargs["n_frames"] == 320
     assert json.loads(capsys.readouterr().out) == {"passed": True}
+
+
+def test_micro_target_without_tflite_micro_says_what_to_install(monkeypatch, tmp_path, capsys):
+    from tfmood.cli import main
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tflite_micro" else find_spec(name, *a))
+    out = str(tmp_path / "m.tflite")
+    assert main(["export", "m.keras", "--target", "micro", "-o", out]) == 2
+    assert "pip install tflite-micro" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option", ["--logits", "--audio-in"])
@@ -509,8 +517,8 @@ def test_int8_export_of_a_trained_model_keeps_the_ranking_its_outputs_can_hold(t
     near the base rates), so the report's verdict must simply follow its 0.01 limit, and a
     failing export must not be written. (The demo's well-trained model passes: 0.003.)
     """
-    from tfmood.synth import generate_corpus
-    from tfmood.training import TrainConfig, train
+    from tfmood.data.synth import generate_corpus
+    from tfmood.train.fit import TrainConfig, train
 
     corpus = generate_corpus(str(tmp_path / "corpus"), 90, 3.0, SEED, progress=False,
                              fractions=(0.5, 0.1, 0.4))  # fmt: skip
@@ -541,7 +549,7 @@ def test_int8_export_of_a_trained_model_keeps_the_ranking_its_outputs_can_hold(t
 
 def test_output_grid_rounds_scores_to_int8_output_values():
     scores = np.array([[0.0, 0.001, 0.0021, 0.5, 0.999, 1.2]])
-    grid = export.on_output_grid(scores, 1 / 256, -128)
+    grid = verify.on_output_grid(scores, 1 / 256, -128)
     # Steps of 1/256 from 0; 1.2 saturates at the largest int8 value, 127 - (-128) = 255 steps.
     np.testing.assert_allclose(grid, [[0.0, 0.0, 1 / 256, 0.5, 255 / 256, 255 / 256]])
 
@@ -562,56 +570,56 @@ def test_fidelity_numbers_match_hand_computed_ones():
     outputs[0, 0] = 0.88  # |dp| 0.02, ranks kept
     outputs[1, 2] = 0.65  # tag 2: ranks [3, 2, 4, 1] become [2, 4, 3, 1]
     outputs[3, 5] = 0.75  # tag 5: ranks [1, 3, 2, 4] kept
-    numbers = export.fidelity(reference, outputs, k=5)
+    numbers = verify.fidelity(reference, outputs, k=5)
     diff = np.abs(outputs - reference)
     assert numbers["mean_abs_diff"] == pytest.approx(diff.mean())
     assert numbers["mean_abs_diff"] == pytest.approx((0.02 + 0.25 + 0.25) / 24)
     assert numbers["max_abs_diff"] == pytest.approx(0.25)
     rho = [spearmanr(reference[:, t], outputs[:, t])[0] for t in range(6)]
-    np.testing.assert_allclose(export.spearman_per_tag(reference, outputs), rho)
+    np.testing.assert_allclose(verify.spearman_per_tag(reference, outputs), rho)
     assert rho[2] == pytest.approx(0.4)  # sum d^2 = 1 + 4 + 1: 1 - 6 * 6 / (4 * 15)
     assert numbers["spearman_median"] == pytest.approx(1.0)
     assert numbers["spearman_min"] == pytest.approx(0.4)
     # Top-5 of 6 tags = all but the lowest, which no change above moves.
     assert numbers["top5_agreement"] == pytest.approx(1.0)
     outputs[2, 4] = 0.95  # window 2: reference drops tag 4 (0.1); outputs drop tag 5 (0.2)
-    numbers = export.fidelity(reference, outputs, k=5)
+    numbers = verify.fidelity(reference, outputs, k=5)
     assert numbers["top5_agreement"] == pytest.approx((3 + 4 / 5) / 4)
     assert numbers["top5_exact"] == pytest.approx(3 / 4)
 
 
 def test_spearman_of_a_constant_tag_is_undefined_and_left_out_of_the_median():
     reference = np.array([[0.1, 0.5], [0.2, 0.5], [0.3, 0.5]])
-    rho = export.spearman_per_tag(reference, reference)
+    rho = verify.spearman_per_tag(reference, reference)
     assert rho[0] == pytest.approx(1.0) and np.isnan(rho[1])
-    assert export.fidelity(reference, reference, k=1)["spearman_tags"] == 1
+    assert verify.fidelity(reference, reference, k=1)["spearman_tags"] == 1
 
 
 def test_int8_fidelity_limits_and_float_max_diff_limits():
     rng = np.random.default_rng(0)
     reference = rng.uniform(0, 0.2, (20, 56))
-    checks, _ = export.check_fidelity("int8", reference, reference + 0.005)
+    checks, _ = verify.check_fidelity("int8", reference, reference + 0.005)
     assert all(check.passed for check in checks)  # a shift keeps every ranking
-    checks, _ = export.check_fidelity("int8", reference, reference + 0.02)
+    checks, _ = verify.check_fidelity("int8", reference, reference + 0.02)
     assert [c.metric for c in checks if not c.passed] == ["mean_abs_diff"]
-    checks, _ = export.check_fidelity("int8", reference, rng.uniform(0, 0.2, (20, 56)))
+    checks, _ = verify.check_fidelity("int8", reference, rng.uniform(0, 0.2, (20, 56)))
     assert {"spearman_median", "top5_agreement"} <= {c.metric for c in checks if not c.passed}
-    checks, _ = export.check_fidelity("float32", reference, reference + 2e-4)
+    checks, _ = verify.check_fidelity("float32", reference, reference + 2e-4)
     assert [c.metric for c in checks if not c.passed] == ["max_abs_diff"]
 
 
 def test_music_windows_are_consecutive_and_split_by_track():
-    windows = export.music_windows(MUSIC, 1400, hop_frames=700)
+    windows = calibration.music_windows(MUSIC, 1400, hop_frames=700)
     assert [os.path.basename(t) for t in windows.tracks][:2] == [
         "asc-frontiers.mp3", "drascula-track1.ogg"]  # fmt: skip
     assert windows.skipped and windows.skipped[0][0].endswith("broken.ogg")
     assert windows.inputs.shape[1:] == (96, 1400)
     first = windows.inputs[windows.track_index == 0]
     np.testing.assert_array_equal(first[0][:, 700:], first[1][:, :700])  # consecutive, hop 700
-    parts = export.split_music(windows)
-    calibration = set(parts["calibration"].tracks)
-    assert calibration.isdisjoint(parts["test"].tracks)
-    assert sorted(calibration | set(parts["test"].tracks)) == windows.tracks
+    parts = calibration.split_music(windows)
+    calibration_tracks = set(parts["calibration"].tracks)
+    assert calibration_tracks.isdisjoint(parts["test"].tracks)
+    assert sorted(calibration_tracks | set(parts["test"].tracks)) == windows.tracks
     assert os.path.basename(parts["calibration"].tracks[0]) == "asc-frontiers.mp3"
 
 

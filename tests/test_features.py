@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from tfmood.cli import main
-from tfmood.features import audio_file_to_mel, waveform_to_mel, write_mel
+from tfmood.data.features import audio_file_to_mel, waveform_to_mel, write_mel
 
 
 def reference_log_mel(waveform):
@@ -47,7 +47,7 @@ def test_a_44k_stereo_file(tmp_path):
     sf.write(path, stereo, rate, subtype="FLOAT")
 
     mono = stereo.astype(np.float32).mean(axis=1)
-    # Linear interpolation at libsamplerate's read positions (see tfmood.audio.resample_linear).
+    # Linear interpolation at libsamplerate's read positions (see tfmood.data.audio.resample_linear).
     step = 1.0 / float(np.float32(12000) / np.float32(rate))
     positions = np.arange(math.ceil(n_samples / step)) * step - 1.0
     resampled = np.interp(positions, np.arange(n_samples), mono)

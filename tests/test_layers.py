@@ -146,7 +146,7 @@ def test_local_self_attention_softmax_is_stable_for_large_logits():
 def test_local_self_attention_converts_to_tflite_builtins(heads):
     import keras
 
-    from tfmood import export
+    from tfmood.deploy import convert, runtime
 
     rng = np.random.default_rng(4)
     inputs = keras.Input((5, 6, 3), batch_size=1)
@@ -155,10 +155,10 @@ def test_local_self_attention_converts_to_tflite_builtins(heads):
     wq, wk, wv = (rng.normal(size=(3, 8)).astype("float32") for _ in range(3))
     rel_h, rel_w = (rng.normal(size=(4, 3)).astype("float32") for _ in range(2))
     layer.set_weights([w.reshape(1, 1, 3, 8) for w in (wq, wk, wv)] + [rel_h, rel_w])
-    flatbuffer = export.convert(model, "float32", rewrite=False)  # raises on non-builtin ops
+    flatbuffer = convert.convert(model, "float32", rewrite=False)  # raises on non-builtin ops
     x = rng.normal(size=(1, 5, 6, 3)).astype("float32")
     expected = reference_attention(x, wq, wk, wv, rel_h, rel_w, heads)
-    np.testing.assert_allclose(export.run_tflite(flatbuffer, x), expected, atol=1e-5)
+    np.testing.assert_allclose(runtime.run(flatbuffer, x), expected, atol=1e-5)
 
 
 def test_local_self_attention_parameter_count_is_independent_of_heads():
@@ -185,3 +185,25 @@ def test_local_self_attention_rejects_bad_arguments(kwargs, message):
 def test_local_self_attention_layer_checks(tmp_path, heads):
     run_layer_checks(LocalSelfAttention, {"filters": 6, "heads": heads}, (5, 7, 3), (5, 7, 6),
                      5, tmp_path, atol=1e-5)
+
+
+def test_local_self_attention_counts_its_backward_working_set():
+    # Keys, values and softmax scores of the 3 x 3 neighbourhood: 9 of each per output value.
+    layer = LocalSelfAttention(filters=8, kernel_size=3)
+    assert layer.count_activation_bytes((10, 20, 4)) == 3 * 9 * 10 * 20 * 8 * 4
+    assert layer.count_activation_bytes((10, 20, 4), dtype_bytes=2) == 3 * 9 * 10 * 20 * 8 * 2
+
+
+def test_every_layer_is_registered_for_loading_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    import tfmood.layers
+
+    code = (
+        "import keras, tfmood.layers as L\n"
+        "for name in L.__all__:\n"
+        "    assert keras.saving.get_registered_object('tfmood>' + name) is getattr(L, name), name\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert {"ExportLocalSelfAttention", "LogMel"} <= set(tfmood.layers.__all__)

@@ -11,8 +11,8 @@ import soundfile as sf
 import tensorflow as tf
 from layer_checks import run_layer_checks
 
-from tfmood.interpreter import op_details
-from tfmood.interpreter import run as run_tflite
+from tfmood.deploy.runtime import op_details
+from tfmood.deploy.runtime import run as run_tflite
 from tfmood.layers.log_mel import LogMel
 
 NEAR_PEAK_DB = 80.0

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tfmood.cli import main as cli_main
-from tfmood.metadata import label_matrix, parse_split, read_labels, read_split, write_labels
-from tfmood.tags import MOODTHEME_TAGS, N_TAGS
+from tfmood.data.metadata import label_matrix, parse_split, read_labels, read_split, write_labels
+from tfmood.data.tags import MOODTHEME_TAGS, N_TAGS
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mtg_metadata"
 HEADER = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"

@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skmetrics
 
 from tfmood import metrics
-from tfmood.tags import MOODTHEME_TAGS
+from tfmood.data.tags import MOODTHEME_TAGS
 
 # A 4-track, 2-tag example worked out by hand.
 #

@@ -7,8 +7,10 @@ import pytest
 
 pytest.importorskip("tflite_micro", reason="the tflite-micro package runs the TFLM interpreter")
 
-from tfmood import micro
-from tfmood.export import ops_used
+from tfmood.deploy import tflm
+from tfmood.deploy.convert import ops_used
+from tfmood.models import micro
+from tfmood.train import micro_training
 
 N_FRAMES = 320
 FILTERS = (4, 8)  # small: the mechanics, not the accuracy
@@ -32,7 +34,7 @@ def small_model():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, small_model, calibration):
     out = tmp_path_factory.mktemp("micro") / "model.tflite"
-    report = micro.export_micro(small_model, str(out), calibration=calibration)
+    report = tflm.export_micro(small_model, str(out), calibration=calibration)
     return report, out
 
 
@@ -50,20 +52,20 @@ def test_arena_is_within_budget_and_is_the_smallest_that_allocates(exported):
     report, out = exported
     flatbuffer = out.read_bytes()
     arena = report["arena_bytes"]
-    assert 0 < arena <= micro.ARENA_BUDGET
+    assert 0 < arena <= tflm.ARENA_BUDGET
     # The input tensor alone (96 x 320 int8) must fit in the arena.
     assert arena >= micro.N_MELS * N_FRAMES
-    assert micro._allocates(flatbuffer, arena)
-    assert not micro._allocates(flatbuffer, arena - 16)
+    assert tflm._allocates(flatbuffer, arena)
+    assert not tflm._allocates(flatbuffer, arena - 16)
 
 
 def test_tflm_outputs_match_tflite_within_one_step(exported, calibration):
-    from tfmood.interpreter import io_details, quantize, run
+    from tfmood.deploy.runtime import io_details, quantize, run
 
     _, out = exported
     flatbuffer = out.read_bytes()
     quantized = quantize(calibration, io_details(flatbuffer)["inputs"][0])
-    got = micro.run_tflm(flatbuffer, quantized, micro.ARENA_BUDGET)
+    got = tflm.run_tflm(flatbuffer, quantized, tflm.ARENA_BUDGET)
     assert got.dtype == np.int8 and got.shape == (len(calibration), 56)
     # The export checks TFLM against the reference kernels; here also against LiteRT's own
     # optimised int8 kernels. The XNNPACK delegate (the default) requantises with a different
@@ -73,7 +75,7 @@ def test_tflm_outputs_match_tflite_within_one_step(exported, calibration):
         diff = np.abs(got.astype(np.int32) - expected.astype(np.int32))
         assert diff.max() <= 1, kernels
     reference = run(flatbuffer, quantized, kernels="reference", raw=True)
-    np.testing.assert_array_equal(micro.run_tflite_int8(flatbuffer, quantized), reference)
+    np.testing.assert_array_equal(tflm.run_tflite_int8(flatbuffer, quantized), reference)
 
 
 def test_clip_scores_in_tflm_are_the_mean_of_keras_window_scores(exported, small_model):
@@ -83,7 +85,7 @@ def test_clip_scores_in_tflm_are_the_mean_of_keras_window_scores(exported, small
     # Clips of 2.5 windows (the trailing half dropped) and of half a window (tiled).
     clips = [rng.normal(-40.0, 20.0, (micro.N_MELS, n)).astype(np.float32)
              for n in (5 * N_FRAMES // 2, N_FRAMES // 2)]  # fmt: skip
-    got = micro.score_clips_tflm(flatbuffer, clips)
+    got = tflm.score_clips_tflm(flatbuffer, clips)
     assert got.shape == (2, 56) and got.dtype == np.float32
     long_clip = np.asarray(small_model(np.stack([clips[0][:, :N_FRAMES],
                                                  clips[0][:, N_FRAMES:2 * N_FRAMES]])))
@@ -126,9 +128,9 @@ def test_resolver_registers_exactly_the_ops_in_the_flatbuffer(exported):
 def test_over_budget_models_are_refused_and_not_written(tmp_path, small_model, calibration):
     out = tmp_path / "model.tflite"
     with pytest.raises(ValueError, match=r"\d+-byte TFLM arena, over the 50000-byte budget"):
-        micro.export_micro(small_model, str(out), calibration=calibration, arena_budget=50_000)
+        tflm.export_micro(small_model, str(out), calibration=calibration, arena_budget=50_000)
     with pytest.raises(ValueError, match=r"is \d+ bytes, over the 1000-byte flash budget"):
-        micro.export_micro(small_model, str(out), calibration=calibration, flash_budget=1000)
+        tflm.export_micro(small_model, str(out), calibration=calibration, flash_budget=1000)
     assert not out.exists()
 
 
@@ -163,7 +165,7 @@ def test_default_model_layout_and_pooling(small_model, calibration):
         assert shape[1:3] == (-(-micro.N_MELS // scale), -(-N_FRAMES // scale)), (index, shape)
     assert model.get_layer(f"conv_{strided + head - 1}").output.shape[-1] == 128
     weights = sum(int(np.prod(w.shape)) for w in model.weights)
-    assert weights < 0.5 * micro.FLASH_BUDGET  # int8 weights, with room for the flatbuffer
+    assert weights < 0.5 * tflm.FLASH_BUDGET  # int8 weights, with room for the flatbuffer
     last = keras.Model(small_model.input, small_model.get_layer("relu_2").output)
     features = keras.Model(small_model.input, small_model.get_layer("pool").output)
     activation = np.asarray(last(calibration[:2]))
@@ -178,11 +180,11 @@ def test_distillation_targets_mix_labels_and_teacher_scores():
     labels = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     teacher = np.array([[0.6, 0.2], [0.1, 0.7]], dtype=np.float32)
     np.testing.assert_allclose(
-        micro.distillation_targets(labels, teacher, 0.25), [[0.9, 0.05], [0.025, 0.925]], atol=1e-6
+        micro_training.distillation_targets(labels, teacher, 0.25), [[0.9, 0.05], [0.025, 0.925]], atol=1e-6
     )
-    np.testing.assert_array_equal(micro.distillation_targets(labels, teacher, 0.0), labels)
+    np.testing.assert_array_equal(micro_training.distillation_targets(labels, teacher, 0.0), labels)
     with pytest.raises(ValueError, match="distill_weight"):
-        micro.distillation_model(None, None, weight=1.5)
+        micro_training.distillation_model(None, None, weight=1.5)
 
 
 def test_distillation_loss_is_cross_entropy_against_the_mixed_targets(small_model, calibration):
@@ -191,7 +193,7 @@ def test_distillation_loss_is_cross_entropy_against_the_mixed_targets(small_mode
     keras.utils.set_random_seed(1)
     teacher = micro.build_micro_model(filters=(2,), head_filters=(), name="teacher")
     student = micro.build_micro_model(filters=FILTERS, head_filters=HEAD_FILTERS, name="student")
-    distiller = micro.distillation_model(student, teacher, weight=0.3)
+    distiller = micro_training.distillation_model(student, teacher, weight=0.3)
     distiller.compile(optimizer="adam", loss="binary_crossentropy")
     x = (calibration[:3] + 40.0) / 20.0  # unit scale: scores away from 0 and 1
     labels = (np.arange(3 * 56).reshape(3, 56) % 3 == 0).astype(np.float32)
@@ -215,8 +217,8 @@ def test_default_model_fits_the_board_with_margin(calibration):
     import keras
 
     keras.utils.set_random_seed(0)
-    report = micro.export_micro(micro.build_micro_model(), None, calibration=calibration[:2])
+    report = tflm.export_micro(micro.build_micro_model(), None, calibration=calibration[:2])
     assert report["passed"] and not report["written"]
     first, second = 48 * 160 * micro.DEFAULT_FILTERS[0], 24 * 80 * micro.DEFAULT_FILTERS[1]
-    assert first + second <= report["arena_bytes"] <= 0.8 * micro.ARENA_BUDGET
-    assert report["bytes"] <= 0.5 * micro.FLASH_BUDGET
+    assert first + second <= report["arena_bytes"] <= 0.8 * tflm.ARENA_BUDGET
+    assert report["bytes"] <= 0.5 * tflm.FLASH_BUDGET

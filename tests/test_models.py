@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tfmood.cli import main
-from tfmood.complexity import preset_complexity
-from tfmood.models import PRESETS, VGGishConfig, build_model, load_model
+from tfmood.models.complexity import preset_complexity
+from tfmood.models.vggish import PRESETS, VGGishConfig, build_model, load_model
 
 # The paper's Table 1 (56 tags, 96 x 1400 input).
 TABLE_1 = {

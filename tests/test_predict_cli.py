@@ -108,7 +108,7 @@ def test_mel_batch_is_float32_and_any_length_when_allowed(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_model_path(tmp_path_factory):
-    from tfmood.models import build_model
+    from tfmood.models.vggish import build_model
 
     path = tmp_path_factory.mktemp("model") / "baseline.keras"
     build_model("baseline").save(path)
@@ -153,9 +153,10 @@ MUSIC = os.path.join(os.path.dirname(__file__), "data", "music")
 
 def test_predict_tags_music_with_the_mtg_baseline(reference_dir, tmp_path, capsys):
     """Whole tracks = mean of the model's per-window scores; --first-window = the first 1400."""
-    from tfmood import data, tagger
-    from tfmood.features import audio_file_to_mel
-    from tfmood.torch_import import import_torch
+    from tfmood import tagger
+    from tfmood.data import pipeline
+    from tfmood.data.features import audio_file_to_mel
+    from tfmood.models.torch_import import import_torch
 
     model = import_torch(reference_dir / "mtg_baseline" / "best_model.pth", preset="baseline")
     model_path = tmp_path / "mtg.keras"
@@ -176,7 +177,7 @@ def test_predict_tags_music_with_the_mtg_baseline(reference_dir, tmp_path, capsy
     assert row["windows"] == 2 and row["scores"].shape == (56,)
     np.testing.assert_allclose(row["scores"], expected.mean(axis=0), atol=1e-4)
     (row,) = tagger.read_results(str(first))
-    crop = np.asarray(data.tile_or_crop(mel, 1400))[None]
+    crop = np.asarray(pipeline.tile_or_crop(mel, 1400))[None]
     np.testing.assert_allclose(row["scores"], np.asarray(model(crop, training=False))[0],
                                atol=1e-4)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfmood import export
+from tfmood.deploy import audio_model, calibration, export, runtime, verify
 
 REPO = Path(__file__).resolve().parents[1]
 SAVED = REPO / "saved_models"
@@ -33,7 +33,7 @@ ARTIFACTS = (build.KERAS_NAME,) + tuple(name for name, *_ in build.EXPORTS)
 
 @pytest.fixture(scope="module")
 def keras_model():
-    from tfmood.models import load_model
+    from tfmood.models.vggish import load_model
 
     return load_model(str(SAVED / build.KERAS_NAME))  # safe_mode=True
 
@@ -74,12 +74,12 @@ def test_shipped_tflite_meets_its_floors_on_the_excerpts(keras_model, name, targ
 
 
 def test_shipped_int8_model_is_full_integer_with_logits_out():
-    details = export.io_details((SAVED / build.INT8_NAME).read_bytes())
+    details = runtime.io_details((SAVED / build.INT8_NAME).read_bytes())
     (mel,), (out,) = details["inputs"], details["outputs"]
     assert mel["dtype"] == out["dtype"] == "int8"
     assert list(mel["shape"]) == [1, 96, 1400] and list(out["shape"]) == [1, 56]
-    audio = export.io_details((SAVED / build.AUDIO_NAME).read_bytes())
-    assert list(audio["inputs"][0]["shape"]) == [1, export.audio_samples_for(1400)]
+    audio = runtime.io_details((SAVED / build.AUDIO_NAME).read_bytes())
+    assert list(audio["inputs"][0]["shape"]) == [1, audio_model.audio_samples_for(1400)]
 
 
 @pytest.mark.slow
@@ -109,7 +109,7 @@ def assert_same_report(rebuilt, shipped, name: str) -> None:
 
 def test_rebuild_gives_the_shipped_files(reference_dir, tmp_path, keras_model):
     """The build command reproduces the shipped files: same bytes, or within the tolerances."""
-    from tfmood.models import load_model
+    from tfmood.models.vggish import load_model
 
     checkpoint = reference_dir / "mtg_baseline" / "best_model.pth"
     reports = build.build(tmp_path, checkpoint=checkpoint, music=MUSIC)
@@ -124,8 +124,8 @@ def test_rebuild_gives_the_shipped_files(reference_dir, tmp_path, keras_model):
         if new == old:
             continue
         # Not byte-identical (another TensorFlow build): the two must agree on the excerpts.
-        windows = export.music_windows(str(MUSIC), 1400, audio_in=audio_in)
-        a = export.run_tflite(new, windows.inputs)
-        b = export.run_tflite(old, windows.inputs)
-        checks, numbers = export.check_fidelity(target, a, b, logits)
+        windows = calibration.music_windows(str(MUSIC), 1400, audio_in=audio_in)
+        a = runtime.run(new, windows.inputs)
+        b = runtime.run(old, windows.inputs)
+        checks, numbers = verify.check_fidelity(target, a, b, logits)
         assert all(check.passed for check in checks), numbers

@@ -6,8 +6,8 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from tfmood.models import VGGishConfig
-from tfmood.search import (
+from tfmood.models.vggish import VGGishConfig
+from tfmood.train.search import (
     Budget,
     BudgetedBayesianOracle,
     BudgetedHyperbandOracle,
@@ -137,7 +137,7 @@ def test_oracle_rejects_over_budget_without_counting_them(oracle_class, tmp_path
 
 
 def write_tiny_corpus(root):
-    from tfmood.synth import generate_corpus
+    from tfmood.data.synth import generate_corpus
 
     generate_corpus(str(root), n_tracks=24, seconds=4.0, seed=0, progress=False)
     return root
@@ -146,7 +146,7 @@ def write_tiny_corpus(root):
 @pytest.mark.slow
 def test_tiny_search_end_to_end_resumes(tmp_path, monkeypatch):
     from tfmood.cli import main
-    from tfmood.models import load_model
+    from tfmood.models.vggish import load_model
 
     corpus = write_tiny_corpus(tmp_path / "corpus")
     config_path = tmp_path / "search.yaml"

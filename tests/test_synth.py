@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tfmood import synth
-from tfmood.tags import MOODTHEME_TAGS
+from tfmood.data import synth
+from tfmood.data.tags import MOODTHEME_TAGS
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 12000
@@ -111,7 +111,7 @@ def test_tsvs_parse_in_the_mtg_format(small):
 
 
 def test_tsvs_read_with_the_project_parser(small):
-    from tfmood.metadata import read_split
+    from tfmood.data.metadata import read_split
 
     root, info = small
     splits, _ = read_corpus(root)

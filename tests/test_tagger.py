@@ -9,7 +9,7 @@ import pytest
 
 from tfmood import tagger
 from tfmood.cli import main
-from tfmood.tags import MOODTHEME_TAGS
+from tfmood.data.tags import MOODTHEME_TAGS
 
 MUSIC = Path(__file__).parent / "data" / "music"
 GOOD = sorted(str(p) for p in MUSIC.iterdir() if p.suffix in (".ogg", ".mp3") and p.name != "broken.ogg")
@@ -21,7 +21,7 @@ TOLERANCE = 2e-4
 def small_model(tmp_path_factory):
     import keras
 
-    from tfmood.models import build_model
+    from tfmood.models.vggish import build_model
 
     keras.utils.set_random_seed(1)
     model = build_model("baseline", width=0.125)
@@ -37,7 +37,7 @@ def small_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def small_tflite(small_model, tmp_path_factory):
-    from tfmood.export import convert
+    from tfmood.deploy.convert import convert
 
     flatbuffer = convert(small_model[1], "float32")
     path = tmp_path_factory.mktemp("tflite") / "small.tflite"
@@ -47,7 +47,7 @@ def small_tflite(small_model, tmp_path_factory):
 
 def independent_windows(path, n_frames=1400):
     """Whole-file mel (the features module) cut as documented, without the tagger's code."""
-    from tfmood.features import audio_file_to_mel
+    from tfmood.data.features import audio_file_to_mel
 
     mel = audio_file_to_mel(path)
     length = mel.shape[1]
@@ -62,16 +62,15 @@ def independent_windows(path, n_frames=1400):
 @pytest.fixture(scope="module")
 def expected_scores(small_model):
     """Per file: (mean of the per-window scores, first-window scores), computed independently."""
-    from tfmood import data
-
-    from tfmood.features import audio_file_to_mel
+    from tfmood.data import pipeline
+    from tfmood.data.features import audio_file_to_mel
 
     _, model = small_model
     expected = {}
     for path in GOOD:
         windows = independent_windows(path)
         per_window = np.asarray(model(windows, training=False))
-        first = np.asarray(data.tile_or_crop(audio_file_to_mel(path), 1400))
+        first = np.asarray(pipeline.tile_or_crop(audio_file_to_mel(path), 1400))
         expected[path] = (per_window.mean(axis=0), len(windows),
                           np.asarray(model(first[None], training=False))[0], per_window)
     return expected
@@ -81,8 +80,8 @@ def expected_scores(small_model):
 
 
 def test_log_mel_matches_the_layer():
-    from tfmood.audio import load_audio
-    from tfmood.features import waveform_to_mel
+    from tfmood.data.audio import load_audio
+    from tfmood.data.features import waveform_to_mel
 
     waveform = load_audio(GOOD[0])[: 12000 * 7 + 123]
     fast, layer = tagger.log_mel(waveform), waveform_to_mel(waveform)
@@ -95,7 +94,7 @@ def test_log_mel_matches_the_layer():
 def test_the_filterbank_is_librosas_slaney_filterbank():
     import librosa
 
-    from tfmood.mel_filterbank import slaney_mel_filterbank
+    from tfmood.data.mel_filterbank import slaney_mel_filterbank
 
     for sr, n_fft, n_mels, f_min, f_max in [(12000, 512, 96, 0.0, 6000.0),
                                             (16000, 1024, 128, 20.0, 7000.0)]:
@@ -271,7 +270,7 @@ def test_a_corrupt_keras_model_is_named(small_model, tmp_path, capsys):
     assert main(["predict", "--model", str(corrupt), GOOD[0]]) == 2
     error = capsys.readouterr().err
     assert "corrupt" in error and str(corrupt) in error and "File not found" not in error
-    from tfmood.models import load_model
+    from tfmood.models.vggish import load_model
 
     with pytest.raises(ValueError, match="corrupt"):
         load_model(str(corrupt))

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import numpy as np
 import pytest
 
-from tfmood.torch_import import (
+from tfmood.models.torch_import import (
     UnsafePickleError,
     expected_torch_shapes,
     import_state_dict,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tfmood.training import TrainConfig, train
+from tfmood.train.fit import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRACKS, SECONDS, SEED = 30, 4.0, 0
@@ -28,8 +28,8 @@ TINY = {"n_frames": 320, "width": 0.25, "batch_size": 4, "tensorboard": False, "
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """The synthetic corpus and the log-mel shards of its three splits."""
-    from tfmood.data import write_shards
-    from tfmood.synth import generate_corpus
+    from tfmood.data.pipeline import write_shards
+    from tfmood.data.synth import generate_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     info = generate_corpus(str(root / "synth"), N_TRACKS, SECONDS, SEED, progress=False)
@@ -58,7 +58,7 @@ def tiny_settings(corpus, out_dir, **changes) -> dict:
 
 
 def read_rows(csv_path) -> list:
-    from tfmood.callbacks import read_history
+    from tfmood.train.callbacks import read_history
 
     return read_history(str(csv_path))
 
@@ -74,8 +74,8 @@ def sklearn_validation_aucs(model_path, corpus) -> tuple:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     import tfmood.layers  # noqa: F401  (registers the custom layers)
-    from tfmood.data import make_dataset
-    from tfmood.metadata import label_matrix, read_split
+    from tfmood.data.metadata import label_matrix, read_split
+    from tfmood.data.pipeline import make_dataset
 
     model = keras.saving.load_model(str(model_path), safe_mode=True)
     tsv = corpus["tsv"]["validation"]
@@ -144,7 +144,7 @@ def test_logged_validation_loss_equals_keras_evaluate_on_the_best_model(finished
     import keras
 
     import tfmood.layers  # noqa: F401
-    from tfmood.data import make_dataset
+    from tfmood.data.pipeline import make_dataset
 
     config, result = finished_run
     model = keras.saving.load_model(result.best_model, safe_mode=True)
@@ -236,7 +236,7 @@ def test_early_stopping_counts_patience_from_the_last_improvement(corpus, tmp_pa
 def test_selector_with_patience_zero_never_stops(tmp_path):
     import keras
 
-    from tfmood.callbacks import BestCheckpointEarlyStopping
+    from tfmood.train.callbacks import BestCheckpointEarlyStopping
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     selector = BestCheckpointEarlyStopping(str(tmp_path / "best.keras"), "", patience=0)
@@ -280,7 +280,7 @@ def kill_after_first_backup(command: list, backup_meta: Path, log: Path, timeout
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_backup(corpus, tmp_path):
-    from tfmood.callbacks import backup_epoch
+    from tfmood.train.callbacks import backup_epoch
 
     epochs = 4
     config_path = tmp_path / "tiny.yaml"
@@ -385,7 +385,7 @@ def test_width_from_yaml_list_and_command_line(tmp_path):
 
 
 def test_cosine_schedule_decays_to_zero_over_all_steps(corpus):
-    from tfmood.training import learning_rate, steps_per_epoch
+    from tfmood.train.fit import learning_rate, steps_per_epoch
 
     config = TrainConfig(train_tsv=corpus["tsv"]["train"], batch_size=4, epochs=3,
                          learning_rate=1e-3, lr_schedule="cosine")

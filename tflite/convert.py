@@ -1,6 +1,6 @@
 """Export one trained model to every phone-class TFLite target, verified, into one folder.
 
-Each target goes through `tfmood.export.export_model` (rewrite, convert with builtin ops only,
+Each target goes through `tfmood.deploy.export.export_model` (rewrite, convert with builtin ops only,
 verify against the Keras model, write only if the checks pass); the reports are collected in
 `report.json`. `tfmood export` does the same for one target.
 
@@ -13,7 +13,7 @@ import contextlib
 import os
 import sys
 
-TARGETS = ("float32", "float16", "dynamic", "int8")
+from tfmood.deploy.convert import TARGETS
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,7 +30,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     from tfmood.atomic import write_json
-    from tfmood.export import AUDIO_IN_TARGETS, export_model
+    from tfmood.deploy.audio_model import AUDIO_IN_TARGETS
+    from tfmood.deploy.export import export_model
 
     args = parse_args()
     os.makedirs(args.out_dir, exist_ok=True)

@@ -76,7 +76,7 @@ def _log(message: str) -> None:
 
 def make_corpus(config: DemoConfig):
     """The synthetic corpus and its log-mel shards, reused when already complete."""
-    from tfmood import data, synth
+    from tfmood.data import pipeline, synth
 
     corpus_dir = os.path.join(config.out_dir, "corpus")
     _log(f"synthetic corpus: {config.tracks} tracks x {config.seconds:g} s -> {corpus_dir}")
@@ -86,13 +86,13 @@ def make_corpus(config: DemoConfig):
     for split in SPLITS:
         shard_dirs[split] = os.path.join(config.out_dir, "shards", split)
         _log(f"log-mel shards of the {split} split -> {shard_dirs[split]}")
-        data.write_shards(info.split_paths[split], info.audio_dir, shard_dirs[split],
+        pipeline.write_shards(info.split_paths[split], info.audio_dir, shard_dirs[split],
                           source="audio")
     return info, shard_dirs
 
 
 def train_preset(config: DemoConfig, preset: str, info, shard_dirs) -> dict:
-    from tfmood.training import TrainConfig, train
+    from tfmood.train.fit import TrainConfig, train
 
     run = TrainConfig(
         preset=preset,
@@ -143,7 +143,7 @@ def fuse(config: DemoConfig, members: Sequence[str]) -> dict:
     out = os.path.join(config.out_dir, "fusion", "+".join(members))
     os.makedirs(out, exist_ok=True)
     metrics.save_matrix(os.path.join(out, "predictions.npy"), fused)
-    from tfmood.tags import MOODTHEME_TAGS
+    from tfmood.data.tags import MOODTHEME_TAGS
 
     result = metrics.evaluate(groundtruth[:, columns], fused[:, columns],
                               tags=[MOODTHEME_TAGS[c] for c in columns])
@@ -153,7 +153,7 @@ def fuse(config: DemoConfig, members: Sequence[str]) -> dict:
 
 def paper_complexity(preset: str) -> dict:
     """GFLOPs and parameters of the paper's full-size model (96 x 1400, width 1)."""
-    from tfmood.complexity import preset_complexity
+    from tfmood.models.complexity import preset_complexity
 
     return preset_complexity(preset).as_dict()
 
@@ -178,7 +178,7 @@ def results_table(rows: List[dict]) -> str:
 
 
 def _model_params(path: str) -> int:
-    from tfmood.models import load_model
+    from tfmood.models.vggish import load_model
 
     model = load_model(path)
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
@@ -186,7 +186,7 @@ def _model_params(path: str) -> int:
 
 def export_best(config: DemoConfig, best_preset: str, model_path: str, info) -> dict:
     """TFLite float32 and int8 exports of the best model."""
-    from tfmood import export
+    from tfmood.deploy import export
 
     out = os.path.join(config.out_dir, "export")
     os.makedirs(out, exist_ok=True)

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from tfmood.tags import MOODTHEME_TAGS
+from tfmood.data.tags import MOODTHEME_TAGS
 
 
 @dataclasses.dataclass
@@ -21,9 +21,9 @@ class SplitPredictions:
 def predict_split(model, tsv: str, root: str, source: str = "npy", n_frames: int = 1400,
                   batch_size: int = 16, skip_bad: bool = False) -> SplitPredictions:
     """Scores of every usable track of a split, in the TSV's order, with its ground truth."""
-    from tfmood import data
+    from tfmood.data import pipeline
 
-    dataset = data.make_dataset(tsv, root, source, training=False, n_frames=n_frames,
+    dataset = pipeline.make_dataset(tsv, root, source, training=False, n_frames=n_frames,
                                 batch_size=batch_size, with_ids=True, skip_bad=skip_bad)
     ids, labels, scores = [], [], []
     for mel, label, track_id in dataset.as_numpy_iterator():
@@ -55,7 +55,7 @@ def test_model(model_path: str, tsv: str, root: str, out_dir: str, source: str =
         The `tfmood.metrics.EvaluationResult`.
     """
     from tfmood import metrics
-    from tfmood.models import load_model
+    from tfmood.models.vggish import load_model
 
     model = load_model(model_path)
     split = predict_split(model, tsv, root, source, n_frames, batch_size, skip_bad)

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skmetrics
 
-from tfmood import atomic
-from tfmood.tags import MOODTHEME_TAGS, N_TAGS, PREFIX
+from tfmood import atomic, plotting
+from tfmood.data.tags import MOODTHEME_TAGS, N_TAGS, PREFIX
 
 SUMMARY_KEYS = (
     "ROC-AUC-macro",
@@ -602,16 +602,7 @@ def format_summary(result: EvaluationResult, per_tag: bool = True) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Plots (matplotlib's Agg canvas directly: no pyplot, no global backend change)
-
-
-def _save_figure(figure, path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    with atomic.open_binary(path) as handle:
-        figure.savefig(handle, format="png", dpi=100)
-    return path
+# Plots (`tfmood.plotting`: no pyplot, no global backend change)
 
 
 def plot_per_tag_auc(result: EvaluationResult, path: str | os.PathLike) -> Path:
@@ -621,11 +612,9 @@ def plot_per_tag_auc(result: EvaluationResult, path: str | os.PathLike) -> Path:
         result: what `evaluate` returned.
         path: the PNG file.
     """
-    from matplotlib.figure import Figure
-
     n_tags = len(result.tags)
     width, height = max(6.0, 0.25 * n_tags + 2), 4.5
-    figure = Figure(figsize=(width, height))
+    figure = plotting.new_figure((width, height))
     # Margins in inches, the bottom one sized for the rotated tag names (a layout engine costs
     # a second here).
     bottom = 0.35 + 0.065 * max(len(tag) for tag in result.tags)
@@ -646,7 +635,7 @@ def plot_per_tag_auc(result: EvaluationResult, path: str | os.PathLike) -> Path:
         f" / {result.summary['PR-AUC-macro']:.3f})"
     )
     axes.legend(loc="upper right")
-    return _save_figure(figure, Path(path))
+    return plotting.save_png(figure, path)
 
 
 def plot_curves(
@@ -663,14 +652,12 @@ def plot_curves(
         path: the PNG file.
         tags: tag names, one per column (default: see `default_tags`).
     """
-    from matplotlib.figure import Figure
-
     groundtruth, predictions, tags = _validated(groundtruth, predictions, tags)
     n_columns = math.ceil(math.sqrt(len(tags)))
     n_rows = math.ceil(len(tags) / n_columns)
     # A fixed grid and unshared axes: a layout engine or 56 shared axes cost seconds to draw.
     width, height = 1.6 * n_columns + 0.5, 1.6 * n_rows + 0.7
-    figure = Figure(figsize=(width, height))
+    figure = plotting.new_figure((width, height))
     margins = {"left": 0.35 / width, "right": 1 - 0.1 / width, "bottom": 0.3 / height}
     grid = figure.subplots(
         n_rows,
@@ -694,7 +681,7 @@ def plot_curves(
     figure.suptitle(
         "ROC (blue: TPR vs FPR)\nprecision-recall (orange: precision vs recall)", fontsize=8
     )
-    return _save_figure(figure, Path(path))
+    return plotting.save_png(figure, path)
 
 
 def _unit_square(axes, x_labels: bool, y_labels: bool) -> None:

@@ -10,7 +10,7 @@ Windows: a track is cut into consecutive `n_frames`-frame windows (1400 frames, 
 hop 256, for the MTG-Jamendo models). A partial last window is kept when it holds at least half
 a window of new frames, and is then the track's last `n_frames` frames (it overlaps the window
 before it); a shorter remainder is dropped. A track shorter than one window is tiled from its
-start, as the data pipeline does (`tfmood.data.tile_or_crop`). The track's scores are the mean of
+start, as the data pipeline does (`tfmood.data.pipeline.tile_or_crop`). The track's scores are the mean of
 its windows' scores. `first_window=True` keeps MediaEval's convention, the first window only, and
 then decodes only the first ~30 s of each file.
 
@@ -38,9 +38,9 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 import numpy as np
 import scipy.special
 
-from tfmood.audio import SAMPLE_RATE, load_audio
-from tfmood.mel_filterbank import slaney_mel_filterbank
-from tfmood.tags import MOODTHEME_TAGS
+from tfmood.data.audio import SAMPLE_RATE, load_audio
+from tfmood.data.mel_filterbank import slaney_mel_filterbank
+from tfmood.data.tags import MOODTHEME_TAGS
 
 # The shipped pretrained model, in the repository's saved_models/ folder.
 MODELS_DIR = Path(__file__).resolve().parent.parent / "saved_models"
@@ -230,22 +230,22 @@ class KerasRunner:
 
 
 class TFLiteRunner:
-    """A mel-in .tflite model run with LiteRT (via `tfmood.interpreter`), one window at a time.
+    """A mel-in .tflite model run with LiteRT (via `tfmood.deploy.runtime`), one window at a time.
 
     One interpreter, allocated once, invoked per window: the exported graphs fix batch 1 in
     their reshapes, so `resize_tensor_input` to a batch fails in XNNPACK ("failed to reshape"),
     and per window costs no more (61 ms float32, 16 ms int8 on one thread). What made the runner
     slow in the pipeline was the front-end importing TensorFlow in a decode thread (see
-    `tfmood.mel_filterbank`): 0.43 -> ~1.3 tracks/s whole-track, peak RSS 952 -> ~190 MB.
+    `tfmood.data.mel_filterbank`): 0.43 -> ~1.3 tracks/s whole-track, peak RSS 952 -> ~190 MB.
     """
 
     def __init__(self, flatbuffer: bytes, path: str = "model", num_threads: Optional[int] = None):
-        from tfmood import interpreter
+        from tfmood.deploy import runtime
 
-        self._quantize, self._dequantize = interpreter.quantize, interpreter.dequantize
+        self._quantize, self._dequantize = runtime.quantize, runtime.dequantize
         # Half the cores: XNNPACK's threads spin, and starve the decoding threads if they
         # take every core (on 2 cores, 2 interpreter threads tagged 7x slower than 1).
-        self.interpreter = interpreter.make_interpreter(
+        self.interpreter = runtime.make_interpreter(
             flatbuffer, num_threads=num_threads or max(1, (os.cpu_count() or 1) // 2))
         (self.input,) = self.interpreter.get_input_details()
         (self.output,) = self.interpreter.get_output_details()
@@ -256,7 +256,7 @@ class TFLiteRunner:
                 "(1, mels, frames) (use the -int8 / float32 mel-in export, not an audio-in one)")
         self.n_mels, self.n_frames = shape[1], shape[2]
         # An export with --logits (the shipped int8 model) leaves the sigmoid to the app.
-        self.logits = interpreter.outputs_logits(flatbuffer)
+        self.logits = runtime.outputs_logits(flatbuffer)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         outputs = []
@@ -291,7 +291,7 @@ def load_runner(path: Optional[str] = None, n_frames: Optional[int] = None,
                 raise
             raise ValueError(f"{path}: not a loadable TFLite model ({error})") from None
     else:
-        from tfmood.models import load_model
+        from tfmood.models.vggish import load_model
 
         runner = KerasRunner(load_model(path))
     if runner.n_frames is None:

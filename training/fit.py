@@ -7,7 +7,7 @@ field is an option, as for `tfmood train` (`--epochs 10`, `--strategy mirrored`,
         --test-tsv data/autotagging_moodtheme-test.tsv
 
 The script does what `tfmood train` and then `tfmood test` do, with the same library functions:
-`tfmood.training.train` (Adam + binary cross-entropy, the best model by validation ROC-AUC,
+`tfmood.train.fit.train` (Adam + binary cross-entropy, the best model by validation ROC-AUC,
 early stopping, resume after an interruption) and `tfmood.inference.test_model` (the MediaEval
 metrics of the best model on the test split). Re-running it resumes an interrupted run; a
 finished run (its result.json present) is not trained again.
@@ -22,7 +22,7 @@ import keras
 from tfmood.cli.train import add_config_overrides, overrides_of
 from tfmood.inference import test_model
 from tfmood.metrics import format_summary
-from tfmood.training import TrainConfig, is_chief, train
+from tfmood.train.fit import TrainConfig, is_chief, train
 
 # --------------------------------------------------------------------------------------------
 # Setup: the config file, your changes to it, and the test split (None: no test).

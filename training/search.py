@@ -6,7 +6,7 @@ Edit the setup block below, or pass the same settings on the command line, as fo
     python3 training/search.py --config training/configs/search.yaml --epochs 5
 
 The script does what `tfmood search` does, step by step, with the same library functions of
-`tfmood.search`: candidates over the GFLOPs / parameter / peak-memory budget (computed at
+`tfmood.train.search`: candidates over the GFLOPs / parameter / peak-memory budget (computed at
 96 x 1400) are rejected by the oracle before any training; every trial is trained with the
 validation ROC-AUC and PR-AUC logged each epoch; the report (Markdown, JSON, Pareto plot of the
 objective against GFLOPs, TFLite float32 latency) and the retrained best model (best.keras) go
@@ -23,7 +23,7 @@ import json
 import keras
 
 from tfmood.cli.search import OVERRIDES
-from tfmood.search import (
+from tfmood.train.search import (
     SearchConfig,
     distributed_role,
     make_hypermodel,

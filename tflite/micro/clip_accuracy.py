@@ -6,7 +6,7 @@ a full VGG-ish baseline (widths 0.25, 0.25, 0.5, 1, 1) and the micro model with 
 
 - full model: the whole clip (1,400 frames) in one pass, and its first 320 frames;
 - micro model: consecutive 320-frame windows of the clip, window scores averaged, in Keras and in
-  the TFLM interpreter on the int8 export (`tfmood.micro.score_clips_tflm`).
+  the TFLM interpreter on the int8 export (`tfmood.deploy.tflm.score_clips_tflm`).
 
 Prints and writes `<out>/clip_accuracy.json`. Every step resumes from what is already in `<out>`.
 
@@ -34,7 +34,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def corpus_and_shards(out: str, tracks: int, seconds: float) -> str:
-    from tfmood.data import write_shards
+    from tfmood.data.pipeline import write_shards
 
     tsv = os.path.join(out, "corpus", "autotagging_moodtheme-{}.tsv")
     if not os.path.exists(tsv.format("test")):
@@ -48,7 +48,7 @@ def corpus_and_shards(out: str, tracks: int, seconds: float) -> str:
 
 
 def train_full(out: str, tsv: str, epochs: int) -> str:
-    from tfmood.training import TrainConfig, train
+    from tfmood.train.fit import TrainConfig, train
 
     config = TrainConfig(
         preset="baseline", width=(0.25, 0.25, 0.5, 1, 1), n_frames=320, random_crop=True,
@@ -71,9 +71,11 @@ def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def main() -> None:
     args = parse_args()
     from tfmood.atomic import write_json
-    from tfmood.export import load_mel_split
-    from tfmood.micro import WINDOW_FRAMES, export_micro, score_clips_tflm, train_micro
-    from tfmood.models import load_model
+    from tfmood.deploy.calibration import load_mel_split
+    from tfmood.deploy.tflm import export_micro, score_clips_tflm
+    from tfmood.models.micro import WINDOW_FRAMES
+    from tfmood.models.vggish import load_model
+    from tfmood.train.micro_training import train_micro
 
     started = time.time()
     tsv = corpus_and_shards(args.out, args.tracks, args.seconds)

@@ -3,7 +3,7 @@
 
 def register(subparsers):
     from tfmood.demo import DemoConfig
-    from tfmood.models import parse_width
+    from tfmood.models.vggish import parse_width
 
     defaults = DemoConfig()
     parser = subparsers.add_parser(

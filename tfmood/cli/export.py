@@ -4,10 +4,10 @@
         [--calibration DIR-or-TSV-or-MUSIC-FOLDER] [--test ...] [--hop FRAMES] [--audio-in]
         [--logits] [--json]
 
-The model is rewritten for inference (`tfmood.fold`), converted with builtin ops only, checked
+The model is rewritten for inference (`tfmood.deploy.fold`), converted with builtin ops only, checked
 against the Keras model on the test split and written only when every check passes; otherwise
 the command prints the failed checks and exits with status 1. `--target micro` hands over to
-`tfmood.micro.export_micro` (TensorFlow Lite Micro: int8 model and C array).
+`tfmood.deploy.tflm.export_micro` (TensorFlow Lite Micro: int8 model and C array).
 """
 
 import argparse
@@ -15,8 +15,10 @@ import contextlib
 import json
 import sys
 
-PHONE_TARGETS = ("float32", "float16", "dynamic", "int8")
-TARGETS = PHONE_TARGETS + ("micro",)
+from tfmood.deploy.convert import MICRO_TARGET
+from tfmood.deploy.convert import TARGETS as PHONE_TARGETS
+
+TARGETS = PHONE_TARGETS + (MICRO_TARGET,)
 
 
 def register(subparsers) -> None:
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be positive, got {args.limit}")
     if args.target == "micro":
         return _run_micro(args)
-    from tfmood.export import export_model
+    from tfmood.deploy.export import export_model
 
     # The converter prints its SavedModel notes to stdout; stdout is kept for the report.
     with contextlib.redirect_stdout(sys.stderr):
@@ -103,17 +105,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_micro(args: argparse.Namespace) -> int:
-    """Hand over to `tfmood.micro.export_micro` (same data options) when it is installed."""
+    """Hand over to `tfmood.deploy.tflm.export_micro` (same data options)."""
     import importlib.util
 
-    if importlib.util.find_spec("tfmood.micro") is None:
-        raise ValueError("--target micro needs the module tfmood.micro, which is not installed")
+    if importlib.util.find_spec("tflite_micro") is None:
+        raise ValueError(
+            "--target micro runs the model in TensorFlow Lite Micro, which is not installed "
+            '(pip install tflite-micro, or pip install -e ".[dev]")'
+        )
     if args.audio_in or args.logits:
         raise ValueError(
             "--audio-in and --logits are phone-class options; --target micro takes mel input "
             "and gives scores"
         )
-    from tfmood.micro import export_micro
+    from tfmood.deploy.tflm import export_micro
 
     with contextlib.redirect_stdout(sys.stderr):
         report = export_micro(
@@ -126,8 +131,7 @@ def _run_micro(args: argparse.Namespace) -> int:
             limit=args.limit,
         )
     print(json.dumps(report, indent=2, default=str))
-    passed = report.get("passed", True) if isinstance(report, dict) else True
-    return 0 if passed else 1
+    return 0 if report["passed"] else 1
 
 
 def format_report(report: dict) -> str:

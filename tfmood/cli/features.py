@@ -15,7 +15,7 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from tfmood.features import write_mel
+    from tfmood.data.features import write_mel
 
     mel = write_mel(args.audio, args.output)
     print(

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tfmood import atomic
-    from tfmood.torch_import import import_torch
+    from tfmood.models.torch_import import import_torch
 
     if not args.output.endswith(".keras"):
         raise ValueError(f"{args.output}: the output must end in .keras")

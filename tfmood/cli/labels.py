@@ -18,7 +18,7 @@ def register(subparsers):
 def run(args) -> int:
     import numpy as np
 
-    from tfmood.metadata import write_labels
+    from tfmood.data.metadata import write_labels
 
     labels_path, ids_path = write_labels(args.tsv, args.output)
     labels = np.load(labels_path, allow_pickle=False)

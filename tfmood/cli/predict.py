@@ -133,7 +133,7 @@ def _run_audio(args: argparse.Namespace) -> int:
 
 def _run_mel_batch(args: argparse.Namespace) -> int:
     from tfmood import tagger
-    from tfmood.models import load_model
+    from tfmood.models.vggish import load_model
 
     if not args.output:
         raise ValueError("--input needs -o/--output, the .npy of scores to write")

@@ -38,7 +38,7 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from tfmood.search import SearchConfig, run_search
+    from tfmood.train.search import SearchConfig, run_search
 
     overrides = {name: getattr(args, name) for name, _, _ in OVERRIDES}
     config = SearchConfig.from_yaml(args.config, **overrides)

@@ -18,7 +18,7 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from tfmood.complexity import model_complexity, preset_complexity
+    from tfmood.models.complexity import model_complexity, preset_complexity
 
     if args.preset:
         complexity = preset_complexity(
@@ -26,7 +26,7 @@ def run(args) -> int:
         )
         name = args.preset
     else:
-        from tfmood.models import load_model
+        from tfmood.models.vggish import load_model
 
         model = load_model(args.model)
         complexity = model_complexity(model)

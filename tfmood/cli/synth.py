@@ -34,7 +34,7 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from tfmood.synth import generate_corpus
+    from tfmood.data.synth import generate_corpus
 
     if args.sample_rate < 1000:
         raise ValueError(f"--sample-rate must be at least 1000 Hz, got {args.sample_rate}")

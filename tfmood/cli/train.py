@@ -18,7 +18,7 @@ def boolean(text: str) -> bool:
 
 def add_config_overrides(parser) -> None:
     """One option per TrainConfig field (e.g. --batch-size, --learning-rate, --preset)."""
-    from tfmood.training import field_types
+    from tfmood.train.fit import field_types
 
     group = parser.add_argument_group("config overrides (default: the config file's values)")
     for name, kind in field_types().items():
@@ -38,13 +38,13 @@ def register(subparsers):
 
 
 def overrides_of(args) -> dict:
-    from tfmood.training import field_types
+    from tfmood.train.fit import field_types
 
     return {name: getattr(args, name) for name in field_types() if getattr(args, name) is not None}
 
 
 def run(args) -> int:
-    from tfmood.training import TrainConfig, train
+    from tfmood.train.fit import TrainConfig, train
 
     overrides = overrides_of(args)
     if args.config:

@@ -223,6 +223,12 @@ class LocalSelfAttention(keras.layers.Layer):
         per_neighbour = 2 * height * width * self.filters * self.kernel_size**2
         return height * width * projection + 2 * padded_positions * projection + per_neighbour
 
+    def count_activation_bytes(self, input_shape, dtype_bytes: int = 4) -> int:
+        """Working set kept for the backward pass, for one example: the shifted keys, shifted
+        values and softmax scores, `kernel_size ** 2` of each per output value."""
+        height, width = input_shape[-3], input_shape[-2]
+        return int(3 * self.kernel_size**2 * height * width * self.filters * dtype_bytes)
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfmood.mel_filterbank import slaney_mel_filterbank
+from tfmood.data.mel_filterbank import slaney_mel_filterbank
 
 
 @keras.saving.register_keras_serializable(package="tfmood")

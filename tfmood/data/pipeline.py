@@ -36,8 +36,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from tfmood import atomic
-from tfmood.metadata import Track, label_matrix, read_split
-from tfmood.tags import N_TAGS
+from tfmood.data.metadata import Track, label_matrix, read_split
+from tfmood.data.tags import N_TAGS
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _reason(error: Exception, path: str) -> str:
 
 
 def checked_waveform(path: str) -> np.ndarray:
-    """Decode an audio file as the pipeline does (`tfmood.audio.load_audio`) and check it.
+    """Decode an audio file as the pipeline does (`tfmood.data.audio.load_audio`) and check it.
 
     Args:
         path: a WAV, MP3, FLAC or OGG Vorbis file.
@@ -262,7 +262,7 @@ def checked_waveform(path: str) -> np.ndarray:
     Raises:
         FileNotFoundError, ValueError: the reason (missing, not audio, corrupt, empty, not finite).
     """
-    from tfmood.audio import load_audio
+    from tfmood.data.audio import load_audio
 
     if not path.lower().endswith(AUDIO_EXTENSIONS):
         raise ValueError(f"not one of the audio formats {', '.join(AUDIO_EXTENSIONS)}")
@@ -613,7 +613,7 @@ def audio_examples(tracks: Sequence[Track], root: str, config: DataConfig) -> tf
         root: the audio root.
         config: `n_mels` is used.
     """
-    from tfmood.audio import load_audio_tensor
+    from tfmood.data.audio import load_audio_tensor
     from tfmood.layers.log_mel import LogMel
 
     log_mel = LogMel(n_mels=config.n_mels)

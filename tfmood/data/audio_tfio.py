@@ -1,13 +1,13 @@
 """Audio decoding with tensorflow-io, an optional extra (`pip install tfmood[tfio]`).
 
-tfmood decodes audio with libsndfile (`tfmood.audio`). This module keeps tensorflow-io's
+tfmood decodes audio with libsndfile (`tfmood.data.audio`). This module keeps tensorflow-io's
 decoders for users who ask for them, e.g. to reproduce features computed with tfmood before it
 moved to libsndfile. It is the only module of tfmood that uses tensorflow-io, and it imports it
 on first use: tensorflow-io's last release (0.37.1) has no wheel for Python 3.13 and its native
 ops do not load on TensorFlow 2.18 and later; where it cannot be imported, every function here
 raises ImportError saying how to install it.
 
-The decoded samples follow `tfmood.audio.decode_audio`'s conventions, with one difference: MP3
+The decoded samples follow `tfmood.data.audio.decode_audio`'s conventions, with one difference: MP3
 comes out as tensorflow-io's float samples, not rounded to 16 bits as essentia hands it over.
 Decoding runs eagerly: tensorflow-io's graph-mode reader must be told each file's sample type
 when the graph is traced (and aborts the process when a file differs), and its decoders are
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmood.audio import SAMPLE_RATE, SUPPORTED_FORMATS, load_audio, load_audio_tensor
+from tfmood.data.audio import SAMPLE_RATE, SUPPORTED_FORMATS, load_audio, load_audio_tensor
 
 INSTALL_HINT = (
     "pip install tfmood[tfio], on a TensorFlow and Python that tensorflow-io has a wheel for; "
-    "tfmood.audio decodes the same formats with libsndfile without it"
+    "tfmood.data.audio decodes the same formats with libsndfile without it"
 )
 
 # tensorflow-io's decoders are not thread-safe: concurrent decodes can return each other's
@@ -71,7 +71,7 @@ def require_tfio():
 def load_audio_tfio(
     path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None
 ) -> np.ndarray:
-    """`tfmood.audio.load_audio` with tensorflow-io's decoders: decode, average, resample.
+    """`tfmood.data.audio.load_audio` with tensorflow-io's decoders: decode, average, resample.
 
     Args:
         path: a WAV, MP3, FLAC or OGG Vorbis file.

@@ -10,7 +10,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from tfmood import atomic, metrics
+from tfmood import atomic, metrics, plotting
 
 
 def read_history(csv_path: str) -> list:
@@ -227,16 +227,12 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
 def plot_training_curves(history_csv: str, path: str, title: Optional[str] = None) -> str:
     """PNG of loss and validation AUCs per epoch from a CSVLogger file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = read_history(history_csv)
     if not rows:
         raise ValueError(f"{history_csv}: no epochs logged yet")
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    figure, (loss_axes, auc_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    figure = plotting.new_figure((10, 4))
+    loss_axes, auc_axes = figure.subplots(1, 2)
     for key in ("loss", "val_loss"):
         if key in rows[0]:
             loss_axes.plot(epochs, [r.get(key, np.nan) for r in rows], label=key)
@@ -253,7 +249,5 @@ def plot_training_curves(history_csv: str, path: str, title: Optional[str] = Non
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    with atomic.temporary_path(path) as tmp:
-        figure.savefig(tmp, dpi=100)
-    plt.close(figure)
+    plotting.save_png(figure, path)
     return path

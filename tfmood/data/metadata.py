@@ -3,7 +3,7 @@
 A split file has the header `TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION TAGS` and one row per track,
 tab-separated, with one column per tag after DURATION (`category---name`). The label matrix is built
 as the official ground truth is (MTG-Jamendo `generate_matrix.py`): a boolean array with one row per
-track in file order and one column per mood/theme tag in the order of `tfmood.tags`. Tags of the
+track in file order and one column per mood/theme tag in the order of `tfmood.data.tags`. Tags of the
 other categories (genre, instrument) are ignored; anything the official script would trip over, or
 silently merge, is a ValueError naming the file and the line.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfmood import atomic
-from tfmood.tags import N_TAGS, PREFIX, TAG_INDEX
+from tfmood.data.tags import N_TAGS, PREFIX, TAG_INDEX
 
 HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
 N_FIXED_COLUMNS = 5
@@ -175,7 +175,7 @@ def read_split(path: str) -> list[Track]:
 
 
 def label_matrix(tracks: Sequence[Track]) -> np.ndarray:
-    """The boolean (len(tracks), 56) ground-truth matrix; columns in the order of tfmood.tags.
+    """The boolean (len(tracks), 56) ground-truth matrix; columns in the order of tfmood.data.tags.
 
     Args:
         tracks: parsed rows, e.g. from `read_split`.

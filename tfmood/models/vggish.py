@@ -14,8 +14,13 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import keras
 
-from tfmood.layers import AReLU, AttentionAugmentedConv2D, LocalSelfAttention, SyncBatchNormalization
-from tfmood.tags import N_TAGS
+from tfmood.data.tags import N_TAGS
+from tfmood.layers import (
+    AReLU,
+    AttentionAugmentedConv2D,
+    LocalSelfAttention,
+    SyncBatchNormalization,
+)
 
 BLOCK_FILTERS = (64, 128, 128, 128, 64)
 BLOCK_POOLS = ((2, 4), (2, 4), (2, 4), (3, 5), (4, 4))
@@ -212,10 +217,9 @@ def _batch_norm(name: str) -> keras.layers.Layer:
 def load_model(path: str) -> keras.Model:
     """Load a `.keras` model with safe_mode on (no arbitrary code runs), tfmood layers known."""
     import os
+    import zipfile
 
     import tfmood.layers  # noqa: F401  (registers the custom layers)
-
-    import zipfile
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such model file")

@@ -23,7 +23,7 @@ Kernels (`kernels=`):
   of its range. `delegated_ops` tells which ops of a model it takes.
 - "builtin": the builtin optimised kernels, no delegate (`BUILTIN_WITHOUT_DEFAULT_DELEGATES`).
 - "reference": the reference kernels (`BUILTIN_REF`), no delegate: the straightforward
-  arithmetic TFLite Micro also implements, what `tfmood.micro` checks TFLM against. This set
+  arithmetic TFLite Micro also implements, what `tfmood.deploy.tflm` checks TFLM against. This set
   has no ELU kernel (a model with ELU does not load with it; the same in TF 2.17).
 """
 

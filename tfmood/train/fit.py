@@ -38,7 +38,7 @@ class Width:
     """The type of `TrainConfig.width` for YAML and the command line (see models.parse_width)."""
 
     def __new__(cls, value):
-        from tfmood.models import parse_width
+        from tfmood.models.vggish import parse_width
 
         return parse_width(value)
 
@@ -71,7 +71,7 @@ class TrainConfig:
         jit_compile: XLA-compile the training step.
         steps_per_epoch: limit the steps of an epoch (None: the whole training split).
         random_crop, time_masks, freq_masks, mixup_alpha, skip_silence: input augmentation
-            (see tfmood.data.DataConfig).
+            (see tfmood.data.pipeline.DataConfig).
         skip_bad: leave out (and list) bad data files instead of failing.
         prior_bias: start the output biases at the log-odds of each tag's training frequency, so
             the first epochs learn the audio instead of the tags' base rates.
@@ -238,8 +238,8 @@ def datasets(config: TrainConfig):
     """
     import numpy as np
 
-    from tfmood import data
-    from tfmood.metadata import read_split
+    from tfmood.data import pipeline
+    from tfmood.data.metadata import read_split
 
     if not config.train_tsv or not config.validation_tsv or not config.train_root:
         raise ValueError("train_tsv, validation_tsv and train_root are required")
@@ -260,12 +260,12 @@ def datasets(config: TrainConfig):
     # example, and oneDNN's Conv2D (on by default on AVX-512 CPUs) returns an empty batch with
     # the input's channels, so that replica's collectives get other shapes than the others' and
     # the step aborts. Training drops the remainder; validation pads it (see pad_last_batch).
-    train = data.make_dataset(
+    train = pipeline.make_dataset(
         config.train_tsv, config.train_root, config.source, training=True,
         **{**options, "drop_remainder": distributed},
     )  # fmt: skip
     validation_root = config.validation_root or config.train_root
-    validation = data.make_dataset(
+    validation = pipeline.make_dataset(
         config.validation_tsv, validation_root, config.source, training=False,
         **{**options, "mixup_alpha": 0.0, "with_ids": False},
     )
@@ -314,7 +314,7 @@ def tag_prior_bias(tsv: str, epsilon: float = 1e-3):
     """Log-odds of each tag's frequency in a split (clipped away from 0 and 1)."""
     import numpy as np
 
-    from tfmood.metadata import label_matrix, read_split
+    from tfmood.data.metadata import label_matrix, read_split
 
     frequency = np.clip(label_matrix(read_split(tsv)).mean(axis=0), epsilon, 1 - epsilon)
     return np.log(frequency / (1 - frequency)).astype("float32")
@@ -324,7 +324,7 @@ def steps_per_epoch(config: TrainConfig) -> int:
     """Training steps of one epoch: `config.steps_per_epoch`, else batches of the train split."""
     import math
 
-    from tfmood.metadata import read_split
+    from tfmood.data.metadata import read_split
 
     if config.steps_per_epoch:
         return config.steps_per_epoch
@@ -348,7 +348,7 @@ def build_and_compile(config: TrainConfig):
     """The preset model, compiled with Adam and binary cross-entropy."""
     import keras
 
-    from tfmood.models import build_model
+    from tfmood.models.vggish import build_model
 
     model = build_model(config.preset, n_frames=None, width=config.width, heads=config.heads,
                         dropout=config.dropout)
@@ -398,7 +398,7 @@ def _work_around_multiworker_keras(model, config: TrainConfig) -> None:
     import numpy as np
 
     from tfmood import compat
-    from tfmood.tags import N_TAGS
+    from tfmood.data.tags import N_TAGS
 
     batch = (np.zeros((1, 96, config.n_frames), "float32"), np.zeros((1, N_TAGS), "float32"))
     compat.build_from_shapes(model, batch)
@@ -407,7 +407,7 @@ def _work_around_multiworker_keras(model, config: TrainConfig) -> None:
 
 def _finished(rows: list, config: TrainConfig) -> bool:
     """Whether the epochs of `rows` already ended the run (all epochs, or early stopping)."""
-    from tfmood.callbacks import best_row
+    from tfmood.train.callbacks import best_row
 
     if len(rows) >= config.epochs:
         return True
@@ -420,7 +420,7 @@ def _fit(config: TrainConfig, strategy, write_dir: str) -> TrainResult:
     """Build, fit (resuming from the backup of `config.out_dir`) and summarise one run."""
     import keras
 
-    from tfmood.callbacks import (
+    from tfmood.train.callbacks import (
         AtomicBackupAndRestore,
         BestCheckpointEarlyStopping,
         ValidationAUC,
@@ -498,7 +498,7 @@ def _save_backup_as_best(config: TrainConfig, weights_path: str, best_path: str)
 
 def _result(rows: list, best_path: str, seconds: float) -> TrainResult:
     """The summary of a run from its epoch rows (`best_path`: the chief's best model)."""
-    from tfmood.callbacks import best_row
+    from tfmood.train.callbacks import best_row
 
     best = best_row(rows, "val_roc_auc")
     return TrainResult(

@@ -12,7 +12,7 @@ global raises `UnsafePickleError` before anything is called.
   object pickle (persistent ids name storages), then the list of storage keys, then for each key
   an int64 element count followed by the raw storage bytes.
 
-The state dict is then mapped onto a `tfmood.models` preset by layer name (`bn_init`, `conv_1`,
+The state dict is then mapped onto a `tfmood.models.vggish` preset by layer name (`bn_init`, `conv_1`,
 `bn_1`, ..., `dense`), BatchNorm moving statistics included.
 
 The MTG-Jamendo VGG-ish baseline weights (`mtg_baseline/best_model.pth` in the reference files)
@@ -511,7 +511,7 @@ def expected_torch_shapes(model) -> "collections.OrderedDict[str, Tuple[int, ...
     """The PyTorch state-dict keys and shapes that `model`'s weights come from.
 
     Args:
-        model: a `keras.Model` built by `tfmood.models.build_model`.
+        model: a `keras.Model` built by `tfmood.models.vggish.build_model`.
     """
     return collections.OrderedDict(
         (key, mapping.torch_shape(tuple(variable.shape)))
@@ -533,7 +533,7 @@ def _config_blocks(kinds: Tuple[str, ...], kind: str) -> Tuple[int, ...]:
 
 
 def infer_preset(state: Mapping[str, np.ndarray]) -> str:
-    """The `tfmood.models` preset whose block layout a state dict has.
+    """The `tfmood.models.vggish` preset whose block layout a state dict has.
 
     Attention blocks are those with `conv_N.query_conv.weight`, AReLU blocks those with
     `act_N.alpha`; every other block is a conv with ELU. Keys and shapes are checked later,
@@ -545,7 +545,7 @@ def infer_preset(state: Mapping[str, np.ndarray]) -> str:
     Raises:
         ValueError: no preset has this layout.
     """
-    from tfmood.models import PRESETS
+    from tfmood.models.vggish import PRESETS
 
     attention = _blocks_with(state, ATTENTION_KEY)
     arelu = _blocks_with(state, ARELU_KEY)
@@ -601,7 +601,7 @@ def import_state_dict(state: Mapping[str, np.ndarray], preset: Optional[str] = N
 
     Args:
         state: PyTorch parameter name -> array (as `read_state_dict` returns).
-        preset: the `tfmood.models` preset; None infers it from the keys.
+        preset: the `tfmood.models.vggish` preset; None infers it from the keys.
         **overrides: `VGGishConfig` fields passed to `build_model` (n_frames, n_tags, ...).
 
     Returns:
@@ -611,7 +611,7 @@ def import_state_dict(state: Mapping[str, np.ndarray], preset: Optional[str] = N
         ValueError: the state dict does not fit the preset (missing, unexpected or mis-shaped
             keys are named).
     """
-    from tfmood.models import build_model
+    from tfmood.models.vggish import build_model
 
     if preset is None:
         preset = infer_preset(state)
@@ -625,7 +625,7 @@ def import_torch(path: Union[str, Path], preset: Optional[str] = None, **overrid
 
     Args:
         path: a PyTorch `.pth` file, zip or legacy format.
-        preset: the `tfmood.models` preset; None infers it from the keys.
+        preset: the `tfmood.models.vggish` preset; None infers it from the keys.
         **overrides: `VGGishConfig` fields passed to `build_model`.
     """
     state = read_state_dict(path)

@@ -11,7 +11,7 @@ resampled by linear interpolation exactly as libsamplerate's SRC_LINEAR converte
 that way, aliasing included, and a band-limited resampler lands further from them (see
 `resample_linear`).
 
-Decoding with tensorflow-io, an optional extra, lives in `tfmood.audio_tfio`.
+Decoding with tensorflow-io, an optional extra, lives in `tfmood.data.audio_tfio`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def load_audio(
         sample_rate: the output rate in Hz (12 kHz for the MTG-Jamendo front-end).
         max_seconds: decode only the file's first `max_seconds` seconds (None: all of it).
             The result is then the start of the whole file's waveform, sample for sample.
-        decoder: `decode_audio` (libsndfile) by default; `tfmood.audio_tfio` passes its own.
+        decoder: `decode_audio` (libsndfile) by default; `tfmood.data.audio_tfio` passes its own.
 
     Returns:
         The mono waveform, float32, shape (n_samples,).
@@ -109,7 +109,7 @@ def load_audio_tensor(
         path: a scalar `tf.string` tensor naming an audio file.
         sample_rate: the output rate in Hz.
         max_seconds: decode only the first `max_seconds` seconds (None: the whole file).
-        loader: `load_audio` by default; `tfmood.audio_tfio` passes its own.
+        loader: `load_audio` by default; `tfmood.data.audio_tfio` passes its own.
 
     Returns:
         A float32 tensor of shape (n_samples,).

@@ -114,6 +114,6 @@ def preset_complexity(
     preset: Union[str, "VGGishConfig"], n_frames: Optional[int] = 1400, **overrides  # noqa: F821
 ) -> ModelComplexity:
     """Complexity of a preset (or config) at a fixed input length, without training anything."""
-    from tfmood.models import build_model
+    from tfmood.models.vggish import build_model
 
     return model_complexity(build_model(preset, n_frames=n_frames, **overrides))

@@ -124,7 +124,7 @@ import numpy as np
 import soundfile as sf
 
 from tfmood import atomic
-from tfmood.tags import MOODTHEME_TAGS, PREFIX, TAG_INDEX
+from tfmood.data.tags import MOODTHEME_TAGS, PREFIX, TAG_INDEX
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -219,7 +219,7 @@ class TagRule:
     """A tag and the parameter values it requires (every listed field must take a listed value).
 
     Args:
-        tag: a mood/theme tag name from tfmood.tags.
+        tag: a mood/theme tag name from tfmood.data.tags.
         conditions: field name of TrackParams -> the accepted values.
     """
 
@@ -1062,7 +1062,7 @@ def _split_rng(seed: int) -> np.random.Generator:
 
 def _metadata(tracks, used, removed, seconds, sample_rate, seed, label_noise, fractions) -> dict:
     return {
-        "generator": "tfmood.synth",
+        "generator": "tfmood.data.synth",
         "seed": seed,
         "seconds": seconds,
         "sample_rate": sample_rate,

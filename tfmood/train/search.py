@@ -7,7 +7,7 @@ maps the hyperparameters (`block_1_layer` .. `block_5_layer`, `block_1_activatio
 `width`, `heads`) to an ordinary `VGGishConfig`; the model code knows nothing of keras-tuner.
 
 Budgets. Every candidate's trainable parameters, GFLOPs and peak activation memory are computed
-at the full 96 x 1400 input (tfmood.complexity; the peak also counts the working set inside the
+at the full 96 x 1400 input (tfmood.models.complexity; the peak also counts the working set inside the
 attention layers: the logits and softmax of full attention grow with (H * W) ** 2, so an
 attention-augmented block 2 needs about 4.5 GB per example). A candidate over budget is rejected
 before any training, inside the oracle, and logged (printed, kept in the oracle state and listed
@@ -54,7 +54,7 @@ import keras_tuner
 import numpy as np
 import yaml
 
-from tfmood import atomic
+from tfmood import atomic, plotting
 
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_roc_auc", "val_pr_auc")
@@ -77,7 +77,7 @@ class SearchConfig:
 
     Args:
         train_tsv, validation_tsv, train_root, validation_root, source: the data, as in
-            `tfmood.training.TrainConfig`.
+            `tfmood.train.fit.TrainConfig`.
         n_frames: frames per training example (budgets are always computed at 96 x 1400).
         batch_size, learning_rate, dropout, seed, steps_per_epoch, skip_bad: as in TrainConfig.
         layers: per block, the spatial layers to try ("conv", "attention", "augmented"); one
@@ -281,37 +281,25 @@ class Budget:
         return found
 
 
-def _local_attention_bytes(layer, input_shape, dtype_bytes: int) -> int:
-    """Working set of LocalSelfAttention kept for the backward pass: the shifted keys, shifted
-    values and softmax scores, k*k of each per output value."""
-    height, width = input_shape[0], input_shape[1]
-    return 3 * layer.kernel_size**2 * height * width * layer.filters * dtype_bytes
-
-
 def peak_activation_bytes(model, dtype_bytes: int = 4) -> int:
-    """tfmood.complexity's peak (largest input plus output of a layer), raised to the working
-    set inside attention layers: a layer's `count_activation_bytes(input_shape)` when it has
-    one, the per-neighbour tensors LocalSelfAttention keeps."""
-    from tfmood.complexity import model_complexity
-    from tfmood.layers import LocalSelfAttention
+    """tfmood.models.complexity's peak (largest input plus output of a layer), raised to the
+    working set inside a layer that counts its own (`count_activation_bytes`: the attention
+    layers)."""
+    from tfmood.models.complexity import model_complexity
 
     peak = model_complexity(model, dtype_bytes).peak_activation_bytes
     for layer in model.layers:
         if hasattr(layer, "count_activation_bytes"):
             inner = layer.count_activation_bytes(tuple(layer.input.shape[1:]), dtype_bytes)
-        elif isinstance(layer, LocalSelfAttention):
-            inner = _local_attention_bytes(layer, tuple(layer.input.shape[1:]), dtype_bytes)
-        else:
-            continue
-        peak = max(peak, int(inner))
+            peak = max(peak, int(inner))
     return peak
 
 
 @functools.lru_cache(maxsize=1024)
 def candidate_cost(config) -> CandidateCost:
     """The cost of a `VGGishConfig` at the full 96 x 1400 input (built, never run)."""
-    from tfmood.complexity import model_complexity
-    from tfmood.models import build_model
+    from tfmood.models.complexity import model_complexity
+    from tfmood.models.vggish import build_model
 
     model = build_model(config.replace(n_mels=FULL_MELS, n_frames=FULL_FRAMES))
     complexity = model_complexity(model)
@@ -341,7 +329,7 @@ class VGGishHyperModel(keras_tuner.HyperModel):
         learning_rate: float = 1e-4,
         dropout: float = 0.5,
     ):
-        from tfmood.tags import N_TAGS
+        from tfmood.data.tags import N_TAGS
 
         super().__init__(name="vggish")
         self.space = space
@@ -352,7 +340,7 @@ class VGGishHyperModel(keras_tuner.HyperModel):
 
     def model_config(self, hp):
         """The `VGGishConfig` the hyperparameters choose (registering them in `hp`)."""
-        from tfmood.models import VGGishConfig
+        from tfmood.models.vggish import VGGishConfig
 
         layers = tuple(
             hp.Choice(f"block_{i}_layer", list(choices))
@@ -381,7 +369,7 @@ class VGGishHyperModel(keras_tuner.HyperModel):
         return self.model_config(hp)
 
     def build(self, hp) -> keras.Model:
-        from tfmood.models import build_model
+        from tfmood.models.vggish import build_model
 
         model = build_model(self.model_config(hp), name="vggish")
         model.compile(
@@ -392,7 +380,7 @@ class VGGishHyperModel(keras_tuner.HyperModel):
     def fit(self, hp, model, *args, validation_labels=None, **kwargs):
         """`model.fit` with the ValidationAUC callback first, so the objective is in the logs
         before the tuner's callbacks (passed in `kwargs["callbacks"]`) read them."""
-        from tfmood.callbacks import ValidationAUC
+        from tfmood.train.callbacks import ValidationAUC
 
         validation = kwargs.get("validation_data")
         if validation is None:
@@ -573,7 +561,7 @@ def distributed_role() -> str:
 
 def search_datasets(config: SearchConfig):
     """(train, validation, validation labels) through tfmood's training pipeline."""
-    from tfmood.training import TrainConfig, datasets
+    from tfmood.train.fit import TrainConfig, datasets
 
     train_config = TrainConfig(
         train_tsv=config.train_tsv,
@@ -624,8 +612,8 @@ def describe(values: dict) -> str:
 
 def tflite_float32(model) -> bytes:
     """A float32 TFLite flatbuffer with builtin ops only, through the export rewrite
-    (`tfmood.export.convert`)."""
-    from tfmood.export import convert
+    (`tfmood.deploy.convert.convert`)."""
+    from tfmood.deploy.convert import convert
 
     return convert(model, "float32")
 
@@ -633,10 +621,10 @@ def tflite_float32(model) -> bytes:
 def measure_latency(hypermodel: VGGishHyperModel, values: dict, frames: int, runs: int) -> float:
     """TFLite float32 latency (ms) of a candidate's architecture at 96 x `frames`: the median
     wall time of `runs` single-threaded invokes in LiteRT with its default XNNPACK delegate
-    (`tfmood.interpreter.measure_latency`). The weights do not change float32 latency, so a
+    (`tfmood.deploy.runtime.measure_latency`). The weights do not change float32 latency, so a
     freshly built model is measured."""
-    from tfmood.interpreter import measure_latency as tflite_latency
-    from tfmood.models import build_model
+    from tfmood.deploy.runtime import measure_latency as tflite_latency
+    from tfmood.models.vggish import build_model
 
     config = hypermodel.config_of_values(values).replace(n_frames=frames)
     latency = tflite_latency(tflite_float32(build_model(config)), runs=runs, warmup=2)
@@ -754,15 +742,11 @@ def _fmt(value, spec: str = ".4f") -> str:
 
 def plot_pareto(report: dict, path: str) -> str:
     """PNG scatter of the objective against GFLOPs, the Pareto front joined by a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in report["trials"] if r.get("score") is not None]
     front = [r for r in rows if r["trial_id"] in set(report["pareto_front"])]
     front.sort(key=lambda r: r["gflops"])
-    figure, axes = plt.subplots(figsize=(7, 5))
+    figure = plotting.new_figure((7, 5))
+    axes = figure.subplots()
     axes.scatter([r["gflops"] for r in rows], [r["score"] for r in rows], c="tab:blue",
                  label="trials")
     axes.plot([r["gflops"] for r in front], [r["score"] for r in front], "o-", c="tab:red",
@@ -777,9 +761,7 @@ def plot_pareto(report: dict, path: str) -> str:
     axes.set_ylabel(report["objective"])
     axes.legend()
     figure.tight_layout()
-    with atomic.temporary_path(path) as tmp:
-        figure.savefig(tmp, dpi=100)
-    plt.close(figure)
+    plotting.save_png(figure, path)
     return path
 
 
@@ -803,7 +785,7 @@ def retrain_best(report: dict, hypermodel, config: SearchConfig, data=None) -> O
     directory (best epoch by the objective); resumes, and skips a finished retraining."""
     if report["best_trial"] is None or config.final_epochs == 0:
         return None
-    from tfmood.callbacks import (
+    from tfmood.train.callbacks import (
         AtomicBackupAndRestore,
         BestCheckpointEarlyStopping,
         ValidationAUC,

@@ -1,6 +1,6 @@
 """Audio files to log-mel spectrograms, with the numbers of the `LogMel` layer.
 
-The same front-end as the MTG-Jamendo precomputed melspecs: `tfmood.audio.load_audio` (decode,
+The same front-end as the MTG-Jamendo precomputed melspecs: `tfmood.data.audio.load_audio` (decode,
 mono, 12 kHz by linear interpolation) then `tfmood.layers.log_mel.LogMel` (96 Slaney mel bands,
 dB), so a file turned into a mel here, a mel from the audio data pipeline and the front-end
 inside an audio-in model all agree.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tfmood import atomic
-from tfmood.audio import SAMPLE_RATE, load_audio
+from tfmood.data.audio import SAMPLE_RATE, load_audio
 
 
 @functools.cache
