@@ -65,11 +65,3 @@ N_TAGS = len(MOODTHEME_TAGS)
 
 TAG_INDEX = {tag: i for i, tag in enumerate(MOODTHEME_TAGS)}
 
-
-def tag_index(tag: str) -> int:
-    """Column of `tag` (with or without the `mood/theme---` prefix); KeyError names the tag."""
-    name = tag[len(PREFIX):] if tag.startswith(PREFIX) else tag
-    try:
-        return TAG_INDEX[name]
-    except KeyError:
-        raise KeyError(f"unknown mood/theme tag {tag!r}") from None
