@@ -74,7 +74,7 @@ def test_config_validation_and_shipped_yaml(tmp_path):
         SearchConfig(layers=[["conv"], ["conv"]])
     bad = tmp_path / "bad.yaml"
     bad.write_text("max_trial: 3\n")
-    with pytest.raises(ValueError, match="unknown config fields"):
+    with pytest.raises(ValueError, match="unknown config field"):
         SearchConfig.from_yaml(str(bad))
 
 

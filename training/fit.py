@@ -22,6 +22,7 @@ import keras
 from tfmood.cli.train import add_config_overrides, overrides_of
 from tfmood.inference import test_model
 from tfmood.metrics import format_summary
+from tfmood.train.config import load_config
 from tfmood.train.fit import TrainConfig, is_chief, train
 
 # --------------------------------------------------------------------------------------------
@@ -43,7 +44,7 @@ def parse_args() -> argparse.Namespace:
 
 
 args = parse_args()
-config = TrainConfig.from_yaml(args.config, **{**OVERRIDES, **overrides_of(args)})
+config = load_config(TrainConfig, args.config, **{**OVERRIDES, **overrides_of(args)})
 keras.utils.set_random_seed(config.seed)
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ import json
 
 import keras
 
-from tfmood.cli.search import OVERRIDES
+from tfmood.cli.search import add_search_overrides, search_overrides_of
+from tfmood.train.config import load_config
 from tfmood.train.search import (
     SearchConfig,
     distributed_role,
@@ -44,14 +45,12 @@ CHANGES = {}  # e.g. {"tuner": "hyperband", "epochs": 27, "max_gflops": 3.32}
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=CONFIG, help=f"YAML config (default: {CONFIG})")
-    for name, kind, text in OVERRIDES:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    add_search_overrides(parser)
     return parser.parse_args()
 
 
 args = parse_args()
-overrides = {name: getattr(args, name) for name, _, _ in OVERRIDES}
-config = SearchConfig.from_yaml(args.config, **{**CHANGES, **overrides})
+config = load_config(SearchConfig, args.config, **{**CHANGES, **search_overrides_of(args)})
 keras.utils.set_random_seed(config.seed)
 role = distributed_role()  # "single", or "chief" / "worker" of a distributed search
 print(f"search: {config.tuner}, objective {config.objective}, budget {config.budget()}, {role}")

@@ -1,8 +1,9 @@
 """Micro model against a full model on whole clips: the firmware's window loop vs one full pass.
 
 Generates a synthetic corpus of clips (default 1,200 x 30 s), writes its log-mel shards, trains
-a full VGG-ish baseline (widths 0.25, 0.25, 0.5, 1, 1) and the micro model with the same recipe
-(random 320-frame crops, Adam 3e-3 cosine, dropout 0.1), then scores the test split:
+a full VGG-ish baseline (widths 0.25, 0.25, 0.5, 1, 1) and the micro model
+(training/configs/micro.yaml) with the same recipe (random 320-frame crops, Adam 3e-3 cosine,
+dropout 0.1), both through `tfmood.train.fit.train`, then scores the test split:
 
 - full model: the whole clip (1,400 frames) in one pass, and its first 320 frames;
 - micro model: consecutive 320-frame windows of the clip, window scores averaged, in Keras and in
@@ -22,6 +23,8 @@ import time
 import numpy as np
 
 SPLITS = ("train", "validation", "test")
+MICRO_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "training", "configs",
+                            "micro.yaml")  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,7 +37,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def corpus_and_shards(out: str, tracks: int, seconds: float) -> str:
-    from tfmood.data.pipeline import write_shards
+    from tfmood.data.shards import write_shards
 
     tsv = os.path.join(out, "corpus", "autotagging_moodtheme-{}.tsv")
     if not os.path.exists(tsv.format("test")):
@@ -47,18 +50,44 @@ def corpus_and_shards(out: str, tracks: int, seconds: float) -> str:
     return tsv
 
 
+def data_fields(out: str, tsv: str) -> dict:
+    """The TrainConfig data fields of the corpus's shards."""
+    return dict(
+        source="tfrecord", train_tsv=tsv.format("train"), validation_tsv=tsv.format("validation"),
+        train_root=os.path.join(out, "shards", "train"),
+        validation_root=os.path.join(out, "shards", "validation"),
+    )  # fmt: skip
+
+
 def train_full(out: str, tsv: str, epochs: int) -> str:
     from tfmood.train.fit import TrainConfig, train
 
     config = TrainConfig(
         preset="baseline", width=(0.25, 0.25, 0.5, 1, 1), n_frames=320, random_crop=True,
-        learning_rate=3e-3, lr_schedule="cosine", dropout=0.1, source="tfrecord",
-        train_tsv=tsv.format("train"), validation_tsv=tsv.format("validation"),
-        train_root=os.path.join(out, "shards", "train"),
-        validation_root=os.path.join(out, "shards", "validation"),
+        learning_rate=3e-3, lr_schedule="cosine", dropout=0.1, **data_fields(out, tsv),
         out_dir=os.path.join(out, "full"), epochs=epochs, patience=epochs,
     )  # fmt: skip
     return train(config).best_model
+
+
+def train_micro(out: str, tsv: str, epochs: int) -> str:
+    from tfmood.train.config import load_config
+    from tfmood.train.fit import TrainConfig, train
+
+    fields = dict(data_fields(out, tsv), out_dir=os.path.join(out, "micro"), epochs=epochs)
+    config = load_config(TrainConfig, MICRO_CONFIG, **fields, patience=epochs)
+    return train(config).best_model
+
+
+def keras_clip_scores(model, clips: np.ndarray) -> np.ndarray:
+    """Clip scores of a micro model in Keras as the firmware computes them: the mean of the
+    scores of the clip's consecutive windows."""
+    from tfmood.models.micro import aggregate_windows, clip_windows
+
+    windows = np.stack([clip_windows(clip) for clip in clips])
+    flat = windows.reshape(-1, *windows.shape[2:])
+    scores = model.predict(flat, batch_size=32, verbose=0)
+    return aggregate_windows(scores.reshape(len(windows), windows.shape[1], -1))
 
 
 def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -75,7 +104,6 @@ def main() -> None:
     from tfmood.deploy.tflm import export_micro, score_clips_tflm
     from tfmood.models.micro import WINDOW_FRAMES
     from tfmood.models.vggish import load_model
-    from tfmood.train.micro_training import train_micro
 
     started = time.time()
     tsv = corpus_and_shards(args.out, args.tracks, args.seconds)
@@ -91,16 +119,16 @@ def main() -> None:
     first = test.inputs[..., :WINDOW_FRAMES]
     results["full_first_window"] = macro_auc(test.labels, full.predict(first, verbose=0))
 
-    micro_path = os.path.join(args.out, "micro.keras")
-    micro = train_micro(os.path.join(args.out, "corpus"), micro_path, epochs=args.epochs,
-                        test_windows=windows, shards=os.path.join(args.out, "shards"))  # fmt: skip
-    results["micro_keras_windows"] = micro["roc_auc"]
+    micro_path = train_micro(args.out, tsv, args.epochs)
+    clips = test.inputs[..., : windows * WINDOW_FRAMES]
+    results["micro_keras_windows"] = macro_auc(
+        test.labels, keras_clip_scores(load_model(micro_path), clips)
+    )
     tflite_path = os.path.join(args.out, "fw", "model.tflite")
     report = export_micro(micro_path, tflite_path, calibration=os.path.join(args.out, "corpus"))
     results.update(arena_bytes=report["arena_bytes"], model_bytes=report["bytes"])
     with open(tflite_path, "rb") as f:
         flatbuffer = f.read()
-    clips = test.inputs[..., : windows * WINDOW_FRAMES]
     results["micro_tflm_windows"] = macro_auc(test.labels, score_clips_tflm(flatbuffer, clips))
     results["micro_tflm_first_window"] = macro_auc(
         test.labels, score_clips_tflm(flatbuffer, test.inputs[..., :WINDOW_FRAMES])

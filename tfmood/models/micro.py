@@ -1,6 +1,7 @@
 """The microcontroller model: a small strided CNN on short windows, scored clip by clip.
 
     build_micro_model(...) -> keras.Model                 96 x 320 windows, int8-friendly
+                                                          (also build_model("micro", ...))
     clip_windows(mel) -> windows                          consecutive windows of a clip
     aggregate_windows(window_scores) -> clip scores       mean over windows (as the firmware does)
 
@@ -26,6 +27,9 @@ N_MELS = 96
 
 
 WINDOW_FRAMES = 320  # 320 hops of 256 samples at 12 kHz: 6.8 s
+
+
+MICRO_PRESET = "micro"  # its preset name: build_model("micro"), TrainConfig(preset="micro")
 
 
 DEFAULT_FILTERS = (16, 32, 64, 128)  # stride-2 convolutions

@@ -21,6 +21,7 @@ from tfmood.layers import (
     LocalSelfAttention,
     SyncBatchNormalization,
 )
+from tfmood.models.micro import MICRO_PRESET
 
 BLOCK_FILTERS = (64, 128, 128, 128, 64)
 BLOCK_POOLS = ((2, 4), (2, 4), (2, 4), (3, 5), (4, 4))
@@ -170,23 +171,30 @@ def get_config(preset: Union[str, VGGishConfig], **overrides) -> VGGishConfig:
         try:
             config = PRESETS[preset]
         except KeyError:
-            raise ValueError(f"unknown preset {preset!r}; valid: {sorted(PRESETS)}") from None
+            valid = sorted([*PRESETS, MICRO_PRESET])
+            raise ValueError(f"unknown preset {preset!r}; valid: {valid}") from None
     return config.replace(**overrides) if overrides else config
 
 
 def build_model(
     preset: Union[str, VGGishConfig] = "baseline", name: Optional[str] = None, **overrides
 ) -> keras.Model:
-    """Build a VGG-ish model from a preset name or a `VGGishConfig`.
+    """Build a VGG-ish model from a preset name or a `VGGishConfig`, or the micro model.
 
     Args:
-        preset: "baseline", "sa3", "sa4", "sa5", "arelu", "sa3-arelu", or a `VGGishConfig`.
-        name: model name (default: the preset name).
-        **overrides: `VGGishConfig` fields to change (n_tags, n_frames, width, ...).
+        preset: "baseline", "sa3", "sa4", "sa5", "arelu", "sa3-arelu", or a `VGGishConfig`;
+            or "micro": `tfmood.models.micro.build_micro_model` (fixed-length windows).
+        name: model name (default: the preset name; the micro model's own default).
+        **overrides: `VGGishConfig` fields to change (n_tags, n_frames, width, ...); for
+            "micro", `build_micro_model` arguments (n_frames, filters, head_filters, dropout, ...).
 
     Returns:
         A `keras.Model` from (batch, n_mels, n_frames) log-mel dB to (batch, n_tags) sigmoid scores.
     """
+    if isinstance(preset, str) and preset == MICRO_PRESET:
+        from tfmood.models.micro import build_micro_model
+
+        return build_micro_model(**overrides, **({} if name is None else {"name": name}))
     config = get_config(preset, **overrides)
     if name is None:
         name = preset if isinstance(preset, str) else "vggish"

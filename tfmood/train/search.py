@@ -52,9 +52,10 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import keras
 import keras_tuner
 import numpy as np
-import yaml
 
 from tfmood import atomic, plotting
+from tfmood.train.config import load_config, save_config
+from tfmood.train.fit import FitSettings, TrainConfig
 
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVES = ("val_roc_auc", "val_pr_auc")
@@ -72,14 +73,17 @@ ACTIVATION_CODES = {"elu": "E", "arelu": "A"}
 
 
 @dataclasses.dataclass
-class SearchConfig:
+class SearchConfig(FitSettings):
     """Everything one search needs (training/configs/search.yaml documents every field).
 
+    The data and training fields are `tfmood.train.fit.FitSettings`'s, as in a training config
+    (train_tsv, validation_tsv, train_root, validation_root, source, skip_bad, n_frames,
+    batch_size, learning_rate, steps_per_epoch, dropout, seed, verbose); budgets are always
+    computed at 96 x 1400 whatever `n_frames`. `epochs` is the epochs of one trial (hyperband:
+    the most epochs of one model) and `patience` the early-stopping patience of the best
+    candidate's retraining. The search's own fields:
+
     Args:
-        train_tsv, validation_tsv, train_root, validation_root, source: the data, as in
-            `tfmood.train.fit.TrainConfig`.
-        n_frames: frames per training example (budgets are always computed at 96 x 1400).
-        batch_size, learning_rate, dropout, seed, steps_per_epoch, skip_bad: as in TrainConfig.
         layers: per block, the spatial layers to try ("conv", "attention", "augmented"); one
             list for every block, or five lists.
         activations: per block, the activations to try ("elu", "arelu"); one list or five.
@@ -89,7 +93,6 @@ class SearchConfig:
         tuner: "random", "bayesian" or "hyperband".
         objective: "val_roc_auc" or "val_pr_auc" (maximised).
         max_trials: trained candidates at most (random and bayesian; hyperband ends by itself).
-        epochs: epochs per trial (hyperband: the most epochs of one model).
         hyperband_factor, hyperband_iterations: Hyperband's reduction factor and sweeps.
         initial_points: random trials before Bayesian optimisation models the objective
             (None: keras-tuner's default, 3 x the number of hyperparameters).
@@ -98,25 +101,14 @@ class SearchConfig:
             in MiB for one example.
         max_draws: candidates drawn per trial before the search gives up finding one in budget.
         final_epochs: epochs of the best candidate's retraining (0: no retraining).
-        patience: early-stopping patience of that retraining.
         latency_frames: input frames of the TFLite latency measurement.
         latency_runs: timed TFLite invocations per candidate (their median is reported).
         report_dir: where the report goes (None: directory/project_name/report).
-        verbose: Keras progress bar mode.
     """
 
-    train_tsv: Optional[str] = None
-    validation_tsv: Optional[str] = None
-    train_root: Optional[str] = None
-    validation_root: Optional[str] = None
-    source: str = "npy"
-    n_frames: int = 1400
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    dropout: float = 0.5
-    seed: int = 0
-    steps_per_epoch: Optional[int] = None
-    skip_bad: bool = False
+    # A search trains many candidates: shorter trials than one run's defaults.
+    epochs: int = 10
+    patience: int = 10
     layers: List = dataclasses.field(default_factory=lambda: list(LAYER_CHOICES))
     activations: List = dataclasses.field(default_factory=lambda: list(ACTIVATION_CHOICES))
     widths: List[float] = dataclasses.field(default_factory=lambda: [0.5, 1.0])
@@ -124,7 +116,6 @@ class SearchConfig:
     tuner: str = "random"
     objective: str = "val_roc_auc"
     max_trials: int = 20
-    epochs: int = 10
     hyperband_factor: int = 3
     hyperband_iterations: int = 1
     initial_points: Optional[int] = None
@@ -135,18 +126,17 @@ class SearchConfig:
     max_peak_activation_mb: Optional[float] = None
     max_draws: int = 500
     final_epochs: int = 30
-    patience: int = 10
     latency_frames: int = FULL_FRAMES
     latency_runs: int = 10
     report_dir: Optional[str] = None
-    verbose: int = 1
 
     def __post_init__(self):
+        super().__post_init__()
         if self.tuner not in TUNERS:
             raise ValueError(f"tuner must be one of {TUNERS}, got {self.tuner!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        for name in ("max_trials", "epochs", "batch_size", "max_draws", "latency_runs"):
+        for name in ("max_trials", "max_draws", "latency_runs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.final_epochs < 0:
@@ -177,26 +167,19 @@ class SearchConfig:
     def report_path(self) -> str:
         return self.report_dir or os.path.join(self.project_dir, "report")
 
+    def train_config(self) -> TrainConfig:
+        """A training config of this search's data and training fields (`FitSettings`)."""
+        shared = dataclasses.fields(FitSettings)
+        return TrainConfig(**{field.name: getattr(self, field.name) for field in shared})
+
     @classmethod
     def from_yaml(cls, path: str, **overrides) -> "SearchConfig":
-        """Read a YAML config; `overrides` that are not None win. Unknown keys fail."""
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no such config file")
-        with open(path) as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: a config must be a mapping of field: value")
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"{path}: unknown config fields {unknown}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls(**values)
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+        """`tfmood.train.config.load_config` of this class: a YAML config, `overrides` win."""
+        return load_config(cls, path, **overrides)
 
     def to_yaml(self, path: str) -> None:
-        atomic.write_text(path, yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
+        """`tfmood.train.config.save_config`: written atomically, read back equal."""
+        save_config(self, path)
 
 
 def _choices(values, name: str, kind: type) -> Tuple:
@@ -561,21 +544,9 @@ def distributed_role() -> str:
 
 def search_datasets(config: SearchConfig):
     """(train, validation, validation labels) through tfmood's training pipeline."""
-    from tfmood.train.fit import TrainConfig, datasets
+    from tfmood.train.fit import datasets
 
-    train_config = TrainConfig(
-        train_tsv=config.train_tsv,
-        validation_tsv=config.validation_tsv,
-        train_root=config.train_root,
-        validation_root=config.validation_root,
-        source=config.source,
-        batch_size=config.batch_size,
-        n_frames=config.n_frames,
-        seed=config.seed,
-        skip_bad=config.skip_bad,
-        verbose=config.verbose,
-    )
-    return datasets(train_config)
+    return datasets(config.train_config())
 
 
 def search(tuner: keras_tuner.Tuner, config: SearchConfig, data=None) -> None:
