@@ -11,19 +11,31 @@ second table times each block of the network alone (spatial layer, BatchNorm, EL
 and backward in training mode at the input shape it sees in the network): where a training step
 spends its time, and the 3x3 convolution against the local self-attention that replaces it.
 
+`--precisions float32 mixed_bfloat16` times each preset under each `TrainConfig.precision`
+(mixed_bfloat16 is fast only on CPUs with AVX-512 BF16 or AMX); `--jit off` skips the XLA runs.
+
+`--against-torch PYTHON` also times the paper's PyTorch training step (`bench_torch_step.py`, run
+by PYTHON, an interpreter with torch) on the same batch shape and thread count, in rounds that
+alternate with the Keras step of the baseline (float32, or the first of `--precisions`), and
+prints both and their ratio per round: the two are compared in the same run, under the same load.
+
 Prints Markdown tables with the CPU model, the date and the load average before and after (the
 machine may be shared: compare numbers taken under the same load).
 
     python3 bench/bench_training.py [--presets baseline sa3] [--steps 3] [--warmup 1]
                                     [--n-frames 1400] [--batch-size 16] [--blocks]
+                                    [--precisions float32 mixed_bfloat16] [--jit both|off|on]
+                                    [--threads N] [--against-torch PYTHON --rounds 5]
 """
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -31,6 +43,9 @@ import numpy as np
 from tqdm import tqdm
 
 PRESETS = ("baseline", "sa3", "sa4", "sa5", "arelu", "sa3-arelu")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+JIT_MODES = {"both": (False, True), "off": (False,), "on": (True,)}
+TORCH_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_torch_step.py")
 SEED = 0
 
 
@@ -42,6 +57,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-frames", type=int, default=1400, help="frames per example")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per step")
     parser.add_argument("--blocks", action="store_true", help="also time each block alone")
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=PRECISIONS,
+                        help="TrainConfig.precision values to time")  # fmt: skip
+    parser.add_argument("--jit", default="both", choices=sorted(JIT_MODES),
+                        help="time the step without XLA, with it, or both")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads of TensorFlow and torch (default: TF's own)")  # fmt: skip
+    parser.add_argument("--against-torch", metavar="PYTHON",
+                        help="interpreter with torch that runs bench_torch_step.py")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds with torch")
     return parser.parse_args()
 
 
@@ -104,16 +128,23 @@ def random_batch(batch_size: int, n_frames: int) -> tuple:
     return mel, labels
 
 
-def preset_throughput(preset: str, jit_compile: bool, batch: tuple, args) -> dict:
-    """Training and inference samples per second of one preset, compiled as for training."""
+def compiled_model(preset: str, jit_compile: bool, precision: str, args):
+    """The model `tfmood train` builds for a preset, seeded."""
     import keras
 
     from tfmood.train.fit import TrainConfig, build_and_compile
 
     keras.utils.set_random_seed(SEED)
     config = TrainConfig(preset=preset, batch_size=args.batch_size, n_frames=args.n_frames,
-                         jit_compile=jit_compile)  # fmt: skip
-    model = build_and_compile(config)
+                         jit_compile=jit_compile, precision=precision)  # fmt: skip
+    return build_and_compile(config)
+
+
+def preset_throughput(preset: str, jit_compile: bool, precision: str, batch: tuple, args) -> dict:
+    """Training and inference samples per second of one preset, compiled as for training."""
+    import keras
+
+    model = compiled_model(preset, jit_compile, precision, args)
     mel, labels = batch
     train = median_seconds(training_step(model, mel, labels), args.warmup, args.steps)
     predict = median_seconds(lambda: model.predict_on_batch(mel), args.warmup, args.steps)
@@ -136,6 +167,7 @@ def make_block(block: int, layer: str):
     """Block `block` of the network as in `tfmood.models.vggish`: spatial layer, BatchNorm, ELU, pool."""
     import keras
 
+    from tfmood.layers import SyncBatchNormalization
     from tfmood.models.vggish import (
         BLOCK_FILTERS,
         BLOCK_LAYERS,
@@ -148,7 +180,7 @@ def make_block(block: int, layer: str):
     pool = BLOCK_POOLS[block - 1]
     return keras.Sequential([
         BLOCK_LAYERS[layer](BLOCK_FILTERS[block - 1], VGGishConfig(), f"{layer}_{block}"),
-        keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM),
+        SyncBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM),
         keras.layers.ELU(),
         keras.layers.MaxPooling2D(pool) if block < 5 else keras.layers.GlobalMaxPooling2D(),
     ])  # fmt: skip
@@ -211,34 +243,127 @@ def block_rows(args) -> list[str]:
     return rows
 
 
+def torch_step_server(python: str, args) -> subprocess.Popen:
+    """`bench_torch_step.py --serve` under `python`, warmed up (it has printed "ready")."""
+    command = [python, TORCH_STEP, "--serve", "--batch-size", str(args.batch_size),
+               "--n-frames", str(args.n_frames), "--warmup", str(args.warmup)]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = server.stdout.readline().strip()
+    if line != "ready":
+        server.kill()
+        sys.exit(f"{TORCH_STEP} under {python} did not start (said {line!r})")
+    return server
+
+
+def torch_step_seconds(server: subprocess.Popen, steps: int) -> list:
+    """Wall seconds of `steps` PyTorch training steps, run by the server."""
+    server.stdin.write(f"STEPS {steps}\n")
+    server.stdin.flush()
+    answer = json.loads(server.stdout.readline())
+    if isinstance(answer, dict):
+        sys.exit(f"{TORCH_STEP}: {answer['error']}")
+    return answer
+
+
+def against_torch(batch: tuple, args) -> list:
+    """(Keras seconds, torch seconds) of the baseline's training step, one pair per round.
+
+    Each round times `args.steps` Keras steps, then as many PyTorch steps; both models stay
+    built and warm across rounds, and neither runs while the other is timed.
+    """
+    server = torch_step_server(args.against_torch, args)
+    try:
+        model = compiled_model("baseline", args.jit == "on", args.precisions[0], args)
+        step = training_step(model, *batch)
+        for _ in range(args.warmup):
+            step()
+        rounds = []
+        for _ in tqdm(range(args.rounds), desc="rounds against torch"):
+            keras_seconds = [median_seconds(step, 0, 1) for _ in range(args.steps)]
+            rounds.append((keras_seconds, torch_step_seconds(server, args.steps)))
+    finally:
+        if server.poll() is None:
+            server.stdin.write("QUIT\n")
+            server.stdin.close()
+            server.wait(timeout=60)
+    return rounds
+
+
+def torch_versions(python: str) -> str:
+    code = "import torch; print(torch.__version__, torch.get_num_threads())"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout
+    version, threads = out.split()
+    return f"torch {version} ({threads} threads by default)"
+
+
+def print_torch_table(rounds: list, args) -> None:
+    xla = "XLA" if args.jit == "on" else "no XLA"
+    print(f"\nbaseline training step, Keras ({args.precisions[0]}, {xla}) against PyTorch "
+          f"(Adam 1e-4, BCE), {args.steps} steps of each per round; "
+          f"{torch_versions(args.against_torch)}:\n")  # fmt: skip
+    print("| round | Keras step, s (median) | PyTorch step, s (median) | Keras / PyTorch |")
+    print("|---|---:|---:|---:|")
+    for number, (keras_seconds, torch_seconds) in enumerate(rounds, start=1):
+        mine, theirs = statistics.median(keras_seconds), statistics.median(torch_seconds)
+        print(f"| {number} | {mine:.2f} | {theirs:.2f} | {mine / theirs:.2f}x |")
+    mine = statistics.median([t for keras_seconds, _ in rounds for t in keras_seconds])
+    theirs = statistics.median([t for _, torch_seconds in rounds for t in torch_seconds])
+    ratios = [statistics.median(k) / statistics.median(t) for k, t in rounds]
+    print(f"| all | {mine:.2f} | {theirs:.2f} | {mine / theirs:.2f}x "
+          f"(per-round median {statistics.median(ratios):.2f}x) |")  # fmt: skip
+
+
+def print_throughput_table(results: dict, args) -> None:
+    print("| preset | precision | train, samples/s | train, XLA | XLA gain | predict, samples/s "
+          "| predict, XLA |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|")
+
+    def cell(result, key):
+        return f"{result[key]:.2f}" if result else "-"
+
+    for preset in args.presets:
+        for precision in args.precisions:
+            plain = results.get((preset, precision, False))
+            xla = results.get((preset, precision, True))
+            gain = f"{xla['train'] / plain['train']:.2f}x" if plain and xla else "-"
+            print(f"| {preset} | {precision} | {cell(plain, 'train')} | {cell(xla, 'train')} "
+                  f"| {gain} | {cell(plain, 'predict')} | {cell(xla, 'predict')} |")  # fmt: skip
+
+
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     started = datetime.datetime.now().astimezone()
     load_before = load_average()
     batch = random_batch(args.batch_size, args.n_frames)
     results = {}
-    jobs = [(preset, jit) for preset in args.presets for jit in (False, True)]
-    for preset, jit in tqdm(jobs, desc="presets"):
-        results[preset, jit] = preset_throughput(preset, jit, batch, args)
+    if args.against_torch:
+        rounds = against_torch(batch, args)
+    else:
+        jobs = [(preset, precision, jit) for preset in args.presets
+                for precision in args.precisions for jit in JIT_MODES[args.jit]]  # fmt: skip
+        for preset, precision, jit in tqdm(jobs, desc="presets"):
+            results[preset, precision, jit] = preset_throughput(preset, jit, precision, batch,
+                                                                args)  # fmt: skip
     blocks = block_rows(args) if args.blocks else []
 
     print(f"\n{machine()}")
     print(
         f"{started:%Y-%m-%d %H:%M %Z}; load average (1, 5, 15 min) {load_before} before, "
         f"{load_average()} after; batch {args.batch_size} of 96 x {args.n_frames}; "
-        f"median of {args.steps} steps after {args.warmup} warm-up\n"
+        f"median of {args.steps} steps after {args.warmup} warm-up; "
+        f"{args.threads or 'default'} intra-op threads\n"
     )
-    print("| preset | train, samples/s | train, XLA | XLA gain | predict, samples/s "
-          "| predict, XLA |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|")
-    for preset in args.presets:
-        plain, xla = results[preset, False], results[preset, True]
-        print(
-            f"| {preset} | {plain['train']:.2f} | {xla['train']:.2f} "
-            f"| {xla['train'] / plain['train']:.2f}x | {plain['predict']:.2f} "
-            f"| {xla['predict']:.2f} |"
-        )
+    if args.against_torch:
+        print_torch_table(rounds, args)
+    else:
+        print_throughput_table(results, args)
     if blocks:
         caption = (
             "\nOne block (spatial layer, BatchNorm, ELU, pool), training-mode forward and "

@@ -28,7 +28,7 @@ TINY = {"n_frames": 320, "width": 0.25, "batch_size": 4, "tensorboard": False, "
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """The synthetic corpus and the log-mel shards of its three splits."""
-    from tfmood.data.pipeline import write_shards
+    from tfmood.data.shards import write_shards
     from tfmood.data.synth import generate_corpus
 
     root = tmp_path_factory.mktemp("corpus")
@@ -353,18 +353,18 @@ def test_yaml_overrides_win_and_numbers_are_converted(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "text, message",
+    "text, line, message",
     [
-        ("preset: sa3\nlearnin_rate: 0.1\n", "unknown config fields ['learnin_rate']"),
-        ("epochs: ten\n", "epochs must be int, got 'ten'"),
-        ("jit_compile: maybe\n", "jit_compile must be bool"),
-        ("- preset\n", "a config must be a mapping"),
+        ("preset: sa3\nlearnin_rate: 0.1\n", 2, "unknown config field 'learnin_rate'"),
+        ("epochs: ten\n", 1, "epochs must be int, got 'ten'"),
+        ("jit_compile: maybe\n", 1, "jit_compile must be bool"),
+        ("- preset\n", 1, "a config must be a mapping"),
     ],
 )
-def test_bad_config_names_the_file_and_the_problem(tmp_path, text, message):
+def test_bad_config_names_the_file_and_the_problem(tmp_path, text, line, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(ValueError, match=f"{path}: .*") as error:
+    with pytest.raises(ValueError, match=f"{path}:{line}: .*") as error:
         TrainConfig.from_yaml(str(path))
     assert message in str(error.value)
 
@@ -473,3 +473,25 @@ def test_fit_script_trains_and_tests(corpus, tmp_path, monkeypatch):
     assert 0.0 <= report["ROC-AUC-macro"] <= 1.0
     predictions = np.load(tmp_path / "run" / "test" / "predictions.npy", allow_pickle=False)
     assert predictions.shape[1] == 56
+
+
+def test_a_split_is_cached_in_memory_only_within_the_cache_limit(corpus, tmp_path):
+    from tfmood.train.fit import cache_bytes, cache_fits, datasets
+
+    tsv = corpus["tsv"]["validation"]
+    n_tracks = len(open(tsv).read().splitlines()) - 1  # minus the header
+    config = TrainConfig(**tiny_settings(corpus, tmp_path))
+    assert cache_bytes(config, tsv) == n_tracks * 96 * config.n_frames * 4
+    whole_tracks = TrainConfig(**tiny_settings(corpus, tmp_path, random_crop=True))
+    assert cache_bytes(whole_tracks, tsv) == 8 * cache_bytes(config, tsv)
+    assert cache_fits(config, tsv)  # a few hundred kB under the default 1024 MB
+    assert not cache_fits(TrainConfig(**tiny_settings(corpus, tmp_path, cache_mb=0)), tsv)
+    assert cache_fits(TrainConfig(**tiny_settings(corpus, tmp_path, cache_mb=None)), tsv)
+    # Read from the files every epoch, the validation batches are the cached ones.
+    _, cached, labels = datasets(config)
+    _, uncached, uncached_labels = datasets(TrainConfig(**tiny_settings(corpus, tmp_path,
+                                                                        cache_mb=0)))
+    np.testing.assert_array_equal(labels, uncached_labels)
+    for (x1, y1), (x2, y2) in zip(cached, uncached, strict=True):
+        np.testing.assert_array_equal(x1.numpy(), x2.numpy())
+        np.testing.assert_array_equal(y1.numpy(), y2.numpy())

@@ -36,6 +36,7 @@ from tfmood.deploy.convert import (
 from tfmood.deploy.runtime import io_details
 from tfmood.deploy.runtime import run as run_tflite
 from tfmood.deploy.verify import check_fidelity, check_io, check_outputs
+from tfmood.train.precision import as_float32
 
 
 def export_model(
@@ -96,6 +97,7 @@ def export_model(
         )
     if isinstance(model, (str, os.PathLike)):
         model = load_model(os.fspath(model))
+    model = as_float32(model)
     from tqdm import tqdm
 
     frames = model_frames(model, n_frames)
@@ -180,6 +182,7 @@ def verify_on_music(model, flatbuffer: bytes, target: str, folder: str,
         from tfmood.models.vggish import load_model
 
         model = load_model(os.fspath(model))
+    model = as_float32(model)
     if logits:
         from tfmood.deploy.fold import logits_model
 

@@ -326,9 +326,11 @@ def export_micro(
     from tfmood.deploy.convert import convert, model_frames, ops_used, representative_dataset
     from tfmood.deploy.runtime import io_details, quantize
     from tfmood.models.vggish import load_model
+    from tfmood.train.precision import as_float32
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(os.fspath(model))
+    model = as_float32(model)
     frames = model_frames(model, n_frames or (None if model.inputs[0].shape[-1] else 320))
     data = _load_inputs(calibration, test, root, frames, limit)
     graph = _batch_one(model, frames)

@@ -26,10 +26,9 @@ import os
 import shutil
 import tempfile
 import time
-import typing
-from typing import Optional
+from typing import Optional, Tuple
 
-import yaml
+from tfmood.train.precision import PRECISIONS
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -44,137 +43,163 @@ class Width:
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """Everything one training run needs; the defaults are the paper's settings.
+class FitSettings:
+    """What fitting any model needs: the data, the batch, Adam, epochs and early stopping.
+
+    The fields shared by one training run (`TrainConfig`) and a search's trials
+    (`tfmood.train.search.SearchConfig`); the defaults are the paper's settings.
 
     Args:
-        preset: model preset (baseline, sa3, sa4, sa5, arelu, sa3-arelu).
         train_tsv: split file of the training tracks (MTG-Jamendo format).
         validation_tsv: split file of the validation tracks.
         train_root: data of the training tracks: melspec root (npy), audio root, or shard dir.
         validation_root: the same for validation (default: train_root).
         source: "npy", "audio" or "tfrecord".
-        out_dir: where the run's files go.
+        skip_bad: leave out (and list) bad data files instead of failing.
+        n_frames: frames per training example (the paper: the first 1400).
         batch_size: examples per step (the paper: 16).
         learning_rate: Adam learning rate (the paper: 1e-4).
-        lr_schedule: "constant" (the paper) or "cosine": decay per step from `learning_rate` to 0
-            over `epochs`, which suits short schedules that stop at a fixed epoch.
         epochs: most epochs (the paper: 100).
         patience: epochs without validation ROC-AUC improvement before stopping (the paper: 35).
-        n_frames: frames per training example (the paper: the first 1400).
-        width: channel multiplier of the model: one number, or one per block
-            ("0.25,0.25,0.5,1,1" on the command line, a list in YAML).
-        heads: attention heads (None: one per channel).
+        steps_per_epoch: limit the steps of an epoch (None: the whole training split).
         dropout: dropout before the dense layer.
         seed: seed of weights, shuffling and augmentation.
-        strategy: "none", "mirrored" (the local GPUs/devices) or "multiworker" (TF_CONFIG).
-        jit_compile: XLA-compile the training step.
-        steps_per_epoch: limit the steps of an epoch (None: the whole training split).
-        random_crop, time_masks, freq_masks, mixup_alpha, skip_silence: input augmentation
-            (see tfmood.data.pipeline.DataConfig).
-        skip_bad: leave out (and list) bad data files instead of failing.
-        prior_bias: start the output biases at the log-odds of each tag's training frequency, so
-            the first epochs learn the audio instead of the tags' base rates.
-        tensorboard: write TensorBoard logs.
         verbose: Keras progress bar mode (1: bar, 2: one line per epoch, 0: silent).
     """
 
-    preset: str = "baseline"
     train_tsv: Optional[str] = None
     validation_tsv: Optional[str] = None
     train_root: Optional[str] = None
     validation_root: Optional[str] = None
     source: str = "npy"
-    out_dir: str = "runs/baseline"
+    skip_bad: bool = False
+    n_frames: int = 1400
     batch_size: int = 16
     learning_rate: float = 1e-4
-    lr_schedule: str = "constant"
     epochs: int = 100
     patience: int = 35
-    n_frames: int = 1400
-    width: Width = 1.0
-    heads: Optional[int] = None
+    steps_per_epoch: Optional[int] = None
     dropout: float = 0.5
     seed: int = 0
+    verbose: int = 1
+
+    def __post_init__(self):
+        for name in ("batch_size", "epochs", "n_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+@dataclasses.dataclass
+class TrainConfig(FitSettings):
+    """Everything one training run needs: `FitSettings` and these.
+
+    Args:
+        preset: model preset: a VGG-ish one (baseline, sa3, sa4, sa5, arelu, sa3-arelu) or
+            "micro", the microcontroller model (tfmood.models.micro) on `n_frames`-frame windows
+            (320: 96 x 320 inputs).
+        out_dir: where the run's files go.
+        lr_schedule: "constant" (the paper) or "cosine": decay per step from `learning_rate` to 0
+            over `epochs`, which suits short schedules that stop at a fixed epoch.
+        width: channel multiplier of the model: one number, or one per block
+            ("0.25,0.25,0.5,1,1" on the command line, a list in YAML).
+        heads: attention heads (None: one per channel).
+        micro_filters: channels of the micro model's strided convolutions (None: its default,
+            16, 32, 64, 128; "16,32" on the command line, a list in YAML).
+        micro_head_filters: channels of its stride-1 convolutions after them (None: its
+            default, 128; may be empty).
+        teacher: a `.keras` model to distil from (None: no distillation): the targets are the
+            labels mixed with its scores on the same inputs (tfmood.train.distill.Distiller);
+            the model saved is the student alone.
+        distill_weight: the teacher's share of the targets, in [0, 1] (0: the labels only).
+        strategy: "none", "mirrored" (the local GPUs/devices) or "multiworker" (TF_CONFIG).
+        jit_compile: XLA-compile the training step.
+        precision: "float32", "mixed_bfloat16" (CPUs with AVX-512 BF16 or AMX) or
+            "mixed_float16" (GPUs): float32 variables, bf16/f16 computation, float32 scores
+            (see tfmood.train.precision); the saved model is float32.
+        random_crop, time_masks, freq_masks, mixup_alpha, skip_silence: input augmentation
+            (see tfmood.data.pipeline.DataConfig).
+        prior_bias: start the output biases at the log-odds of each tag's training frequency, so
+            the first epochs learn the audio instead of the tags' base rates.
+        tensorboard: write TensorBoard logs.
+        cache_mb: most megabytes of examples one split may cache in memory (None: no limit). A
+            split whose examples would take more is read from its files every epoch instead, so
+            the memory of a run stays bounded as the data set grows (see `cache_fits`).
+    """
+
+    preset: str = "baseline"
+    out_dir: str = "runs/baseline"
+    lr_schedule: str = "constant"
+    width: Width = 1.0
+    heads: Optional[int] = None
+    micro_filters: Optional[Tuple[int, ...]] = None
+    micro_head_filters: Optional[Tuple[int, ...]] = None
+    teacher: Optional[str] = None
+    distill_weight: float = 0.5
     strategy: str = "none"
     jit_compile: bool = False
-    steps_per_epoch: Optional[int] = None
+    precision: str = "float32"
     random_crop: bool = False
     time_masks: int = 0
     freq_masks: int = 0
     mixup_alpha: float = 0.0
     skip_silence: bool = False
-    skip_bad: bool = False
     prior_bias: bool = True
     tensorboard: bool = True
-    verbose: int = 1
+    cache_mb: Optional[int] = 1024
 
     def __post_init__(self):
+        super().__post_init__()
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        for name in ("batch_size", "epochs", "n_frames"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.width = Width(self.width)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
             )
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        self._check_model_fields()
+
+    def _check_model_fields(self) -> None:
+        """The width fields of the VGG-ish presets and the channel fields of the micro model
+        apply to their own models only; the micro model reads fixed-length windows."""
+        from tfmood.models.micro import MICRO_PRESET, WINDOW_FRAMES
+
+        for name in ("micro_filters", "micro_head_filters"):
+            channels = getattr(self, name)
+            if channels is None:
+                continue
+            if self.preset != MICRO_PRESET:
+                raise ValueError(f"{name} applies to the micro preset, not {self.preset!r}")
+            setattr(self, name, tuple(int(count) for count in channels))
+        if self.preset != MICRO_PRESET:
+            return
+        if self.width != 1.0 or self.heads is not None:
+            raise ValueError("width and heads apply to the VGG-ish presets; the micro preset's "
+                             "channels are micro_filters and micro_head_filters")
+        if self.n_frames != WINDOW_FRAMES:
+            raise ValueError(f"n_frames must be {WINDOW_FRAMES} for the micro preset (its "
+                             f"96 x {WINDOW_FRAMES} windows), got {self.n_frames}")
 
     @classmethod
     def from_yaml(cls, path: str, **overrides) -> "TrainConfig":
-        """Read a YAML config; `overrides` (e.g. from the command line) win. Unknown keys fail."""
-        with open(path) as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: a config must be a mapping of field: value")
-        unknown = sorted(set(values) - set(field_types()))
-        if unknown:
-            raise ValueError(f"{path}: unknown config fields {unknown}")
-        values = {name: _coerce(name, value, path) for name, value in values.items()}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        """`tfmood.train.config.load_config` of this class: a YAML config, `overrides` win."""
+        from tfmood.train.config import load_config
+
+        return load_config(cls, path, **overrides)
 
     def to_yaml(self, path: str) -> None:
-        from tfmood import atomic
+        """`tfmood.train.config.save_config`: written atomically, read back equal."""
+        from tfmood.train.config import save_config
 
-        values = dataclasses.asdict(self)
-        values["width"] = list(self.width) if isinstance(self.width, tuple) else self.width
-        atomic.write_text(path, yaml.safe_dump(values, sort_keys=False))
+        save_config(self, path)
 
 
 STRATEGIES = ("none", "mirrored", "multiworker")
-
-
-def field_types() -> dict:
-    """TrainConfig field name -> its plain type (int, float, str, bool), Optional unwrapped."""
-    hints = typing.get_type_hints(TrainConfig)
-    types = {}
-    for field in dataclasses.fields(TrainConfig):
-        hint = hints[field.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        types[field.name] = args[0] if args else hint
-    return types
-
-
-def _coerce(name: str, value, path: str):
-    """A YAML value as its field's type (YAML reads `1e-4` as a string, `1` as an int)."""
-    kind = field_types()[name]
-    if kind is Width:
-        try:
-            return Width(value)
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
-    if value is None or isinstance(value, kind):
-        return value
-    if kind is float and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise ValueError(f"{path}: {name} must be {kind.__name__}, got {value!r}")
 
 
 @dataclasses.dataclass
@@ -262,13 +287,14 @@ def datasets(config: TrainConfig):
     # the step aborts. Training drops the remainder; validation pads it (see pad_last_batch).
     train = pipeline.make_dataset(
         config.train_tsv, config.train_root, config.source, training=True,
-        **{**options, "drop_remainder": distributed},
+        **{**options, "drop_remainder": distributed, "cache": cache_fits(config, config.train_tsv)},
     )  # fmt: skip
     validation_root = config.validation_root or config.train_root
     validation = pipeline.make_dataset(
         config.validation_tsv, validation_root, config.source, training=False,
-        **{**options, "mixup_alpha": 0.0, "with_ids": False},
-    )
+        **{**options, "mixup_alpha": 0.0, "with_ids": False,
+           "cache": cache_fits(config, config.validation_tsv)},
+    )  # fmt: skip
     # The labels of the usable validation tracks, in the dataset's (deterministic) order.
     labels = np.concatenate([y for _, y in validation.as_numpy_iterator()]).astype(bool)
     if distributed:
@@ -281,6 +307,26 @@ def datasets(config: TrainConfig):
     if config.strategy == "multiworker":
         train, validation = _shard_by_data(train), _shard_by_data(validation)
     return train, validation, labels
+
+
+# Whole tracks over the 1400 frames a model reads: an MTG-Jamendo melspec averages ~10,400
+# frames (7.4x), rounded up. A random crop or the silence skip caches whole tracks.
+WHOLE_TRACK_FACTOR = 8
+
+
+def cache_bytes(config: TrainConfig, tsv: str, n_mels: int = 96) -> int:
+    """The memory the cached examples of split `tsv` would take (float32 mels)."""
+    from tfmood.data.metadata import read_split
+
+    frames = config.n_frames
+    if config.random_crop or config.skip_silence:
+        frames *= WHOLE_TRACK_FACTOR
+    return len(read_split(tsv)) * n_mels * frames * 4
+
+
+def cache_fits(config: TrainConfig, tsv: str) -> bool:
+    """Whether split `tsv` is cached in memory: its examples fit in `config.cache_mb`."""
+    return config.cache_mb is None or cache_bytes(config, tsv) <= config.cache_mb * 2**20
 
 
 def pad_last_batch(dataset, batch_size: int):
@@ -344,18 +390,44 @@ def learning_rate(config: TrainConfig):
     return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total)
 
 
-def build_and_compile(config: TrainConfig):
-    """The preset model, compiled with Adam and binary cross-entropy."""
-    import keras
-
+def build_preset_model(config: TrainConfig):
+    """The untrained model of `config.preset`: a VGG-ish preset for any input length, or the
+    micro model on `config.n_frames`-frame windows."""
+    from tfmood.models.micro import MICRO_PRESET
     from tfmood.models.vggish import build_model
 
-    model = build_model(config.preset, n_frames=None, width=config.width, heads=config.heads,
-                        dropout=config.dropout)
+    if config.preset == MICRO_PRESET:
+        channels = {"filters": config.micro_filters, "head_filters": config.micro_head_filters}
+        channels = {name: value for name, value in channels.items() if value is not None}
+        return build_model(config.preset, n_frames=config.n_frames, dropout=config.dropout,
+                           **channels)  # fmt: skip
+    return build_model(config.preset, n_frames=None, width=config.width, heads=config.heads,
+                       dropout=config.dropout)  # fmt: skip
+
+
+def build_and_compile(config: TrainConfig):
+    """The preset model, compiled with Adam and binary cross-entropy; with `config.teacher`, a
+    `tfmood.train.distill.Distiller` of it (trained as the model, saved as the student)."""
+    import keras
+
+    from tfmood.train import precision
+
+    precision.check_precision(config.precision)
+    with precision.dtype_policy(config.precision):
+        model = build_preset_model(config)
+    output = model.layers[-1]  # the dense sigmoid
+    if config.precision != "float32":
+        precision.keep_output_float32(model, output.name)
     if config.prior_bias and config.train_tsv:
-        model.get_layer("dense").bias.assign(tag_prior_bias(config.train_tsv))
+        output.bias.assign(tag_prior_bias(config.train_tsv))
+    if config.teacher and config.distill_weight > 0:
+        from tfmood.models.vggish import load_model
+        from tfmood.train.distill import Distiller
+
+        model = Distiller(model, load_model(config.teacher), config.distill_weight)
+    adam = keras.optimizers.Adam(learning_rate(config))
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate(config)),
+        optimizer=precision.loss_scaled(adam, config.precision),
         loss="binary_crossentropy",
         jit_compile=config.jit_compile,
     )
@@ -430,6 +502,7 @@ def _fit(config: TrainConfig, strategy, write_dir: str) -> TrainResult:
         plot_training_curves,
         read_history,
     )
+    from tfmood.train.precision import save_float32
 
     out = config.out_dir
     chief = write_dir == out
@@ -480,6 +553,10 @@ def _fit(config: TrainConfig, strategy, write_dir: str) -> TrainResult:
         # A kill between the last epoch's backup and the save of its (best) model would leave
         # an older best.keras; the backup holds that epoch's weights.
         _save_backup_as_best(config, os.path.join(backup_dir, "latest.weights.h5"), best_path)
+    if chief and config.precision != "float32":
+        # A mixed run's checkpoints carry its layers' bf16/f16 policies; the kept model is
+        # float32, so loading and exporting it builds the float32 graph.
+        save_float32(best_path)
     seconds = time.perf_counter() - started
     if chief:
         plot_training_curves(history_csv, os.path.join(out, "curves.png"), title=config.preset)
