@@ -1,6 +1,7 @@
 """tf.data pipelines from melspec .npy files, audio files and TFRecord shards."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +9,12 @@ import pytest
 import soundfile
 
 from tfmood.cli import main as cli_main
-from tfmood.data import pipeline
+from tfmood.data import npy_files, shards
 from tfmood.data.metadata import read_split
-from tfmood.data.pipeline import DataConfig, make_dataset, validate_files, write_shards
+from tfmood.data.pipeline import DataConfig, make_dataset
+from tfmood.data.shards import write_shards
 from tfmood.data.tags import MOODTHEME_TAGS
+from tfmood.data.validation import validate_files
 
 HEADER = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
 QUIET = {"progress": False, "io_threads": 2}
@@ -127,7 +130,7 @@ def test_shards_max_frames_and_split_mismatch(ramp_corpus, tmp_path):
 def test_shard_resume_after_interruption(ramp_corpus, tmp_path, monkeypatch):
     tsv, root, _ = ramp_corpus
     out = tmp_path / "shards"
-    real_record = pipeline.mel_record
+    real_record = shards.mel_record
     calls = {"records": 0, "loads": 0}
 
     def failing_record(*args):
@@ -136,7 +139,7 @@ def test_shard_resume_after_interruption(ramp_corpus, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_record(*args)
 
-    monkeypatch.setattr(pipeline, "mel_record", failing_record)
+    monkeypatch.setattr(shards, "mel_record", failing_record)
     with pytest.raises(KeyboardInterrupt):
         write_shards(tsv, root, str(out), shard_size=2, **QUIET)
     names = sorted(p.name for p in out.iterdir())
@@ -145,19 +148,110 @@ def test_shard_resume_after_interruption(ramp_corpus, tmp_path, monkeypatch):
     assert "split-00001-of-00003.tfrecord" not in names and "index.json" not in names
     assert any(".tmp-" in name for name in names)
 
-    real_inspect = pipeline.inspect_npy
+    real_inspect = shards.inspect_npy
 
     def counting_inspect(*args):
         calls["loads"] += 1
         return real_inspect(*args)
 
-    monkeypatch.setattr(pipeline, "mel_record", real_record)
-    monkeypatch.setattr(pipeline, "inspect_npy", counting_inspect)
+    monkeypatch.setattr(shards, "mel_record", real_record)
+    monkeypatch.setattr(shards, "inspect_npy", counting_inspect)
     index = write_shards(tsv, root, str(out), shard_size=2, **QUIET)
     assert calls["loads"] == 3  # the finished shard was not rewritten
     assert index["total"] == 5 and not [p for p in out.iterdir() if ".tmp-" in p.name]
     ids = unbatched(make_dataset(tsv, str(out), source="tfrecord", with_ids=True))[2]
     assert ids == [f"track_{k:07d}" for k in range(5)]
+
+
+# ---- whole-track melspecs: only the frames used are read
+
+
+def whole_track(track: int, frames: int = 3000, nan_after: int | None = None) -> np.ndarray:
+    """A ramp melspec longer than a crop, with NaN from frame `nan_after` on when given."""
+    mel = ramp_mel(track, frames)
+    if nan_after is not None:
+        mel[:, nan_after:] = np.nan
+    return mel
+
+
+def test_nan_after_the_crop_is_accepted_and_the_crop_loads(tmp_path):
+    tsv, root = npy_corpus(tmp_path, [whole_track(0, nan_after=1400), whole_track(1)])
+    mels, _, ids = unbatched(make_dataset(tsv, root, with_ids=True, **QUIET))
+    assert ids == ["track_0000000", "track_0000001"]
+    for k, mel in enumerate(mels):
+        expected = np.load(Path(root) / f"{k:02d}" / f"{k}.npy")[:, :1400]
+        np.testing.assert_array_equal(mel, expected)
+    # A random crop (or the silence skip) uses the whole track: there the NaN frames are bad.
+    for options in ({"training": True, "random_crop": True}, {"skip_silence": True}):
+        with pytest.raises(ValueError, match="0.npy: .*NaN or inf"):
+            make_dataset(tsv, root, **options, **QUIET)
+    with pytest.raises(ValueError, match="0.npy: .*NaN or inf"):
+        make_dataset(tsv, root, n_frames=1401, **QUIET)
+
+
+def test_truncated_tail_beyond_the_crop_is_still_refused(tmp_path):
+    tsv, root = npy_corpus(tmp_path, [whole_track(0)])
+    path = Path(root) / "00" / "0.npy"
+    path.write_bytes(path.read_bytes()[:-4])  # the last value of the last band
+    with pytest.raises(ValueError, match="0.npy: truncated: 1151996 data bytes"):
+        make_dataset(tsv, root, **QUIET)
+    # Reading stops short of the end only where the frames asked for are missing.
+    layout = npy_files.read_layout(str(path))
+    for where in (str(path), f"file://{path}"):
+        np.testing.assert_array_equal(
+            npy_files.read_frames(where, layout, 1400), whole_track(0)[:, :1400]
+        )
+        with pytest.raises(ValueError, match="truncated: read 1151996 of 1152000 bytes"):
+            npy_files.read_frames(where, layout)
+
+
+def test_read_frames_reads_only_the_bytes_of_the_frames(tmp_path, monkeypatch):
+    path = tmp_path / "track.npy"
+    np.save(path, whole_track(3, frames=10000))
+    layout = npy_files.read_layout(str(path))
+    assert (layout.rows, layout.cols, layout.dtype) == (96, 10000, "<f4")
+    real_preadv = os.preadv
+    counted = []
+
+    def counting_preadv(descriptor, buffers, offset):
+        got = real_preadv(descriptor, buffers, offset)
+        counted.append(got)
+        return got
+
+    monkeypatch.setattr(os, "preadv", counting_preadv)
+    mel = npy_files.read_frames(str(path), layout, 1400)
+    assert len(counted) == 96 and sum(counted) == 96 * 1400 * 4  # 96 runs of 1400 values
+    assert sum(counted) < path.stat().st_size / 7
+    np.testing.assert_array_equal(mel, np.load(path)[:, :1400])
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["float32", "float16", "float64", "big-endian", "fortran", "fortran-float16"],
+)
+def test_whole_track_layouts_load_the_first_frames(tmp_path, layout):
+    mel = whole_track(2, frames=2500) / 1000.0  # values float16 holds to within 1e-3 relative
+    stored = {
+        "float32": mel,
+        "float16": mel.astype(np.float16),
+        "float64": mel.astype(np.float64),
+        "big-endian": mel.astype(">f4"),
+        "fortran": np.asfortranarray(mel),
+        "fortran-float16": np.asfortranarray(mel.astype(np.float16)),
+    }[layout]
+    tsv, root = npy_corpus(tmp_path, [stored])
+    path = Path(root) / "00" / "0.npy"
+    expected = np.load(path)[:, :1400].astype(np.float32)
+    assert expected.dtype == np.float32 and np.isfinite(expected).all()
+    mels, _, _ = unbatched(make_dataset(tsv, root, with_ids=True, **QUIET))
+    np.testing.assert_array_equal(mels[0], expected)
+    parsed = npy_files.read_layout(str(path))
+    assert parsed.fortran_order == layout.startswith("fortran")
+    # The ranged tf.io.gfile reads (the path of gs:// and other file systems) agree.
+    np.testing.assert_array_equal(npy_files.read_frames(f"file://{path}", parsed, 1400), expected)
+    np.testing.assert_array_equal(
+        npy_files.read_frames(str(path), parsed), np.load(path).astype(np.float32)
+    )
 
 
 BAD_MELSPECS = {  # file stem: the reason the error must give

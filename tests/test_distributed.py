@@ -42,7 +42,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory) -> Path:
     """A config file of a tiny run on the log-mel shards of a synthetic corpus."""
-    from tfmood.data.pipeline import write_shards
+    from tfmood.data.shards import write_shards
     from tfmood.data.synth import generate_corpus
 
     root = tmp_path_factory.mktemp("corpus")

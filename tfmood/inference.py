@@ -23,8 +23,11 @@ def predict_split(model, tsv: str, root: str, source: str = "npy", n_frames: int
     """Scores of every usable track of a split, in the TSV's order, with its ground truth."""
     from tfmood.data import pipeline
 
+    # One pass, so no cache: memory stays at a few batches and the (tracks, 56) arrays, however
+    # large the split (cached, the test split's 4,231 mels would hold 2.3 GB).
     dataset = pipeline.make_dataset(tsv, root, source, training=False, n_frames=n_frames,
-                                batch_size=batch_size, with_ids=True, skip_bad=skip_bad)
+                                    batch_size=batch_size, with_ids=True, skip_bad=skip_bad,
+                                    cache=False)
     ids, labels, scores = [], [], []
     for mel, label, track_id in dataset.as_numpy_iterator():
         scores.append(model.predict_on_batch(mel))

@@ -30,7 +30,7 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from tfmood.data.pipeline import write_shards
+    from tfmood.data.shards import write_shards
 
     index = write_shards(
         args.tsv,

@@ -153,7 +153,7 @@ def load_audio_split(
         limit: keep at most this many examples (the first ones, in TSV order).
     """
     from tfmood.data.metadata import label_matrix, read_split
-    from tfmood.data.pipeline import checked_waveform
+    from tfmood.data.validation import checked_waveform
 
     tracks = read_split(tsv)[:limit]
     waveforms = []
