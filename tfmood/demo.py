@@ -3,7 +3,9 @@
 Generate a corpus, turn it into log-mel TFRecord shards, train the six presets on the same data,
 evaluate each on the test split, late-fuse as the paper does, print a table in the form of the
 paper's Table 1, export the best model to TFLite, and write everything under one folder. Every
-stage skips what a previous run already finished, so an interrupted demo resumes.
+stage skips what a previous run already finished, so an interrupted demo resumes. The
+experiment itself (train, test, fuse) is `tfmood.experiment`, the runner `tfmood reproduce` uses on
+MTG-Jamendo; the demo adds the corpus, its table and the export.
 
 The demo is sized to run on a 2-core CPU within 15 minutes: shorter clips and narrower models than
 the paper's (`DemoConfig`); the GFLOPs and parameters in the table are those of the paper's full
@@ -17,20 +19,13 @@ the corpus far more slowly per epoch).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
-from typing import Dict, List, Sequence, Tuple
 
-import numpy as np
-
-from tfmood import atomic
-
-PRESET_ORDER = ("baseline", "sa3", "sa4", "sa5", "arelu", "sa3-arelu")
-# The paper's late fusions (Table 1, rows 6 and 7).
-FUSIONS = (("sa3", "arelu"), ("baseline", "sa3", "arelu"))
-SPLITS = ("train", "validation", "test")
+from tfmood import experiment
+from tfmood.experiment import PRESET_ORDER, SPLITS
+from tfmood.train.fit import Width
 
 
 @dataclasses.dataclass
@@ -58,9 +53,9 @@ class DemoConfig:
     tracks: int = 1200
     seconds: float = 8.0
     seed: int = 0
-    presets: Sequence[str] = PRESET_ORDER
+    presets: tuple[str, ...] = PRESET_ORDER
     n_frames: int = 320
-    width: Tuple[float, ...] = (0.25, 0.25, 0.5, 1.0, 1.0)
+    width: Width = (0.25, 0.25, 0.5, 1.0, 1.0)
     epochs: int = 6
     patience: int = 6
     batch_size: int = 16
@@ -76,7 +71,8 @@ def _log(message: str) -> None:
 
 def make_corpus(config: DemoConfig):
     """The synthetic corpus and its log-mel shards, reused when already complete."""
-    from tfmood.data import pipeline, synth
+    from tfmood.data import synth
+    from tfmood.data.shards import write_shards
 
     corpus_dir = os.path.join(config.out_dir, "corpus")
     _log(f"synthetic corpus: {config.tracks} tracks x {config.seconds:g} s -> {corpus_dir}")
@@ -86,22 +82,15 @@ def make_corpus(config: DemoConfig):
     for split in SPLITS:
         shard_dirs[split] = os.path.join(config.out_dir, "shards", split)
         _log(f"log-mel shards of the {split} split -> {shard_dirs[split]}")
-        pipeline.write_shards(info.split_paths[split], info.audio_dir, shard_dirs[split],
-                          source="audio")
+        write_shards(info.split_paths[split], info.audio_dir, shard_dirs[split], source="audio")
     return info, shard_dirs
 
 
-def train_preset(config: DemoConfig, preset: str, info, shard_dirs) -> dict:
-    from tfmood.train.fit import TrainConfig, train
+def train_settings(config: DemoConfig):
+    """The `TrainConfig` settings every demo preset trains with."""
+    from tfmood.train.fit import TrainConfig
 
-    run = TrainConfig(
-        preset=preset,
-        train_tsv=info.split_paths["train"],
-        validation_tsv=info.split_paths["validation"],
-        train_root=shard_dirs["train"],
-        validation_root=shard_dirs["validation"],
-        source="tfrecord",
-        out_dir=os.path.join(config.out_dir, "models", preset),
+    return TrainConfig(
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         lr_schedule=config.lr_schedule,
@@ -116,72 +105,27 @@ def train_preset(config: DemoConfig, preset: str, info, shard_dirs) -> dict:
         # A live progress bar on a terminal; one line per epoch in a log file.
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    return train(run).as_dict()
 
 
-def test_preset(config: DemoConfig, preset: str, model_path: str, info, shard_dirs) -> dict:
-    from tfmood.inference import test_model
-
-    out = os.path.join(config.out_dir, "test", preset)
-    metrics_path = os.path.join(out, "metrics.json")
-    if not os.path.exists(metrics_path):
-        test_model(model_path, info.split_paths["test"], shard_dirs["test"], out,
-                   source="tfrecord", n_frames=config.n_frames, batch_size=config.batch_size)
-    with open(metrics_path) as handle:
-        return json.load(handle)
-
-
-def fuse(config: DemoConfig, members: Sequence[str]) -> dict:
-    """Late fusion (mean of scores) of test predictions, evaluated on the same tags."""
-    from tfmood import metrics
-
-    test_dir = os.path.join(config.out_dir, "test")
-    scores = [np.load(os.path.join(test_dir, p, "predictions.npy")) for p in members]
-    groundtruth = np.load(os.path.join(test_dir, members[0], "groundtruth.npy"))
-    columns = metrics.defined_columns(groundtruth)
-    fused = metrics.fuse_scores(scores)
-    out = os.path.join(config.out_dir, "fusion", "+".join(members))
-    os.makedirs(out, exist_ok=True)
-    metrics.save_matrix(os.path.join(out, "predictions.npy"), fused)
-    from tfmood.data.tags import MOODTHEME_TAGS
-
-    result = metrics.evaluate(groundtruth[:, columns], fused[:, columns],
-                              tags=[MOODTHEME_TAGS[c] for c in columns])
-    metrics.write_report(result, out)
-    return result.summary
-
-
-def paper_complexity(preset: str) -> dict:
-    """GFLOPs and parameters of the paper's full-size model (96 x 1400, width 1)."""
-    from tfmood.models.complexity import preset_complexity
-
-    return preset_complexity(preset).as_dict()
-
-
-def results_table(rows: List[dict]) -> str:
+def results_table(rows: list[dict]) -> str:
     """Markdown table in the form of the paper's Table 1."""
-    lines = [
-        "| No. | Model | GFLOPs (paper size) | #Parameters (paper size) | demo #parameters "
-        "| ROC-AUC | PR-AUC | training time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+    header = ("No.", "Model", "GFLOPs (paper size)", "#Parameters (paper size)",
+              "demo #parameters", "ROC-AUC", "PR-AUC", "training time")
+    cells = [
+        (str(index), row["model"], experiment.number(row.get("gflops"), ".2f"),
+         experiment.number(row.get("params"), ","),
+         experiment.number(row.get("demo_params"), ","),
+         f"{row['roc_auc']:.3f}", f"{row['pr_auc']:.3f}",
+         experiment.number(row.get("train_seconds"), ".0f", " s"))
+        for index, row in enumerate(rows, start=1)
     ]
-    for number, row in enumerate(rows, start=1):
-        gflops = f"{row['gflops']:.2f}" if row.get("gflops") is not None else ""
-        params = f"{row['params']:,}" if row.get("params") is not None else ""
-        demo_params = f"{row['demo_params']:,}" if row.get("demo_params") is not None else ""
-        seconds = f"{row['train_seconds']:.0f} s" if row.get("train_seconds") is not None else ""
-        lines.append(
-            f"| {number} | {row['model']} | {gflops} | {params} | {demo_params} "
-            f"| {row['roc_auc']:.3f} | {row['pr_auc']:.3f} | {seconds} |"
-        )
-    return "\n".join(lines)
+    return experiment.markdown_table(header, "llrrrrrr", cells)
 
 
-def _model_params(path: str) -> int:
-    from tfmood.models.vggish import load_model
-
-    model = load_model(path)
-    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+def demo_row(row: dict) -> dict:
+    """A results row of the experiment with its trained parameters named as the demo's."""
+    return {("demo_params" if key == "trained_params" else key): value
+            for key, value in row.items()}
 
 
 def export_best(config: DemoConfig, best_preset: str, model_path: str, info) -> dict:
@@ -200,41 +144,21 @@ def export_best(config: DemoConfig, best_preset: str, model_path: str, info) -> 
     return reports
 
 
-def run_demo(config: DemoConfig) -> Dict[str, dict]:
+def run_demo(config: DemoConfig) -> dict[str, dict]:
     """Run (or resume) the whole demo; returns the results table rows by model name."""
+    from tfmood import atomic
+
     started = time.perf_counter()
     os.makedirs(config.out_dir, exist_ok=True)
     info, shard_dirs = make_corpus(config)
-    rows, trained = [], {}
-    for number, preset in enumerate(config.presets, start=1):
-        _log(f"[{number}/{len(config.presets)}] training {preset}")
-        trained[preset] = train_preset(config, preset, info, shard_dirs)
-        summary = test_preset(config, preset, trained[preset]["best_model"], info, shard_dirs)
-        complexity = paper_complexity(preset)
-        rows.append({
-            "model": preset,
-            "gflops": complexity["gflops"],
-            "params": complexity["trainable_params"],
-            "demo_params": _model_params(trained[preset]["best_model"]),
-            "roc_auc": summary["ROC-AUC-macro"],
-            "pr_auc": summary["PR-AUC-macro"],
-            "train_seconds": trained[preset]["train_seconds"],
-            "best_epoch": trained[preset]["best_epoch"],
-            "metrics": summary,
-        })
-        _log(f"{preset}: test ROC-AUC {summary['ROC-AUC-macro']:.3f}, "
-             f"PR-AUC {summary['PR-AUC-macro']:.3f}")
-    for members in FUSIONS:
-        if all(m in trained for m in members):
-            summary = fuse(config, members)
-            rows.append({"model": "late fusion " + " + ".join(members),
-                         "roc_auc": summary["ROC-AUC-macro"], "pr_auc": summary["PR-AUC-macro"],
-                         "metrics": summary})
+    data = experiment.SplitData(tsv=dict(info.split_paths), root=shard_dirs, source="tfrecord")
+    result = experiment.run_experiment(data, config.presets, train_settings(config),
+                                       config.out_dir, log=_log)
+    rows = [demo_row(row) for row in result.rows]
     table = results_table(rows)
-    atomic.write_text(os.path.join(config.out_dir, "results.md"), table + "\n")
-    atomic.write_json(os.path.join(config.out_dir, "results.json"),
-               {"config": dataclasses.asdict(config), "rows": rows})
+    experiment.write_results(config.out_dir, table, dataclasses.asdict(config), rows)
     # The model to deploy is chosen on validation data, as a user would: not on the test split.
+    trained = result.trained
     best = max(config.presets, key=lambda p: trained[p]["val_roc_auc"])
     if config.export:
         exports = export_best(config, best, trained[best]["best_model"], info)

@@ -1,40 +1,72 @@
 """`tfmood demo`: the paper's experiment end to end on the synthetic corpus (resumable)."""
 
+# Command-line option -> DemoConfig field, where the names differ.
+FIELD_OF_OPTION = {"out": "out_dir"}
+
 
 def register(subparsers):
     from tfmood.demo import DemoConfig
-    from tfmood.models.vggish import parse_width
+    from tfmood.train.fit import Width
 
     defaults = DemoConfig()
     parser = subparsers.add_parser(
         "demo", help="generate a synthetic corpus, train the six presets, evaluate, fuse, export"
     )
-    parser.add_argument("--out", default=defaults.out_dir, help="output folder (resumes there)")
-    parser.add_argument("--tracks", type=int, default=defaults.tracks)
-    parser.add_argument("--seconds", type=float, default=defaults.seconds)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--presets", nargs="+", default=list(defaults.presets))
-    parser.add_argument("--n-frames", type=int, default=defaults.n_frames)
-    parser.add_argument("--width", type=parse_width, default=defaults.width,
-                        help="channel multiplier: one number or one per block (a,b,c,d,e)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--patience", type=int, default=defaults.patience)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--lr-schedule", choices=("constant", "cosine"),
-                        default=defaults.lr_schedule)
-    parser.add_argument("--no-export", action="store_true", help="skip the TFLite export")
+    parser.add_argument("--config", help="YAML file of the settings below (options win)")
+
+    def option(flag, help_text="", **kwargs):
+        name = flag[2:].replace("-", "_")
+        default = getattr(defaults, FIELD_OF_OPTION.get(name, name))
+        if isinstance(default, tuple):
+            default = " ".join(str(value) for value in default)
+        shown = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        parser.add_argument(flag, default=None, help=shown, **kwargs)
+
+    option("--out", "output folder (resumes there)")
+    option("--tracks", type=int)
+    option("--seconds", type=float)
+    option("--seed", type=int)
+    option("--presets", nargs="+")
+    option("--n-frames", type=int)
+    option("--width", "channel multiplier: one number or one per block (a,b,c,d,e)", type=Width)
+    option("--epochs", type=int)
+    option("--patience", type=int)
+    option("--batch-size", type=int)
+    option("--learning-rate", type=float)
+    option("--lr-schedule", choices=("constant", "cosine"))
+    parser.add_argument("--no-export", dest="export", action="store_const", const=False,
+                        default=None, help="skip the TFLite export")
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from tfmood.demo import DemoConfig, run_demo
+def overrides_of(args) -> dict:
+    """The DemoConfig fields given on the command line."""
+    import dataclasses
 
-    config = DemoConfig(
-        out_dir=args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed,
-        presets=tuple(args.presets), n_frames=args.n_frames, width=args.width,
-        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, lr_schedule=args.lr_schedule, export=not args.no_export,
-    )
-    run_demo(config)
+    from tfmood.demo import DemoConfig
+
+    fields = {field.name for field in dataclasses.fields(DemoConfig)}
+    overrides = {}
+    for name, value in vars(args).items():
+        field = FIELD_OF_OPTION.get(name, name)
+        if field in fields and value is not None:
+            overrides[field] = tuple(value) if field == "presets" else value
+    return overrides
+
+
+def config_of(args):
+    """The DemoConfig of the command line: the --config file's, the options given winning."""
+    from tfmood.demo import DemoConfig
+    from tfmood.train.config import load_config, make_config
+
+    overrides = overrides_of(args)
+    if args.config:
+        return load_config(DemoConfig, args.config, **overrides)
+    return make_config(DemoConfig, overrides, "command line")
+
+
+def run(args) -> int:
+    from tfmood.demo import run_demo
+
+    run_demo(config_of(args))
     return 0
