@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
 
 def corpus(args) -> dict:
     """The split TSVs and shard directories of the synthetic corpus (made once under --out)."""
-    from tfmood.data.pipeline import write_shards
+    from tfmood.data.shards import write_shards
     from tfmood.data.synth import generate_corpus
 
     name = f"corpus-{args.tracks}x{args.seconds:g}s-seed{args.corpus_seed}"

@@ -60,13 +60,15 @@ def test_results_table_has_the_paper_columns():
 
 def test_config_file_with_command_line_overrides(tmp_path):
     from tfmood.cli import build_parser
-    from tfmood.cli.demo import config_of
+    from tfmood.cli._config_options import config_of
+    from tfmood.cli.demo import FIELD_OF_OPTION
 
     path = tmp_path / "demo.yaml"
     path.write_text("presets: [baseline, sa3]\nepochs: 9\nlearning_rate: 1e-3\n"
                     "width: [0.5, 0.5, 1, 1, 1]\nexport: false\n")
     args = build_parser().parse_args(["demo", "--config", str(path), "--epochs", "2"])
-    config = config_of(args)
+    config = config_of(DemoConfig, args, FIELD_OF_OPTION)
     assert (config.presets, config.epochs, config.learning_rate) == (("baseline", "sa3"), 2, 1e-3)
     assert (config.width, config.export, config.tracks) == ((0.5, 0.5, 1.0, 1.0, 1.0), False, 1200)
-    assert config_of(build_parser().parse_args(["demo"])) == DemoConfig()
+    defaults = config_of(DemoConfig, build_parser().parse_args(["demo"]), FIELD_OF_OPTION)
+    assert defaults == DemoConfig()

@@ -258,7 +258,7 @@ def test_precision_from_yaml_and_command_line(tmp_path):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """The synthetic corpus (WAV, split TSVs) and the log-mel shards of its splits."""
-    from tfmood.data.pipeline import write_shards
+    from tfmood.data.shards import write_shards
     from tfmood.data.synth import generate_corpus
 
     root = tmp_path_factory.mktemp("corpus")

@@ -212,19 +212,24 @@ def test_a_bad_file_stops_the_run_unless_skipped(tmp_path):
 
 def test_config_file_with_command_line_overrides(tmp_path):
     from tfmood.cli import build_parser
-    from tfmood.cli.reproduce import config_of
+    from tfmood.cli._config_options import config_of
+    from tfmood.cli.reproduce import FIELD_OF_OPTION
+    from tfmood.reproduce import ReproduceConfig
+
+    def parsed(*options):
+        args = build_parser().parse_args(["reproduce", *options])
+        return config_of(ReproduceConfig, args, FIELD_OF_OPTION)
 
     path = tmp_path / "reproduce.yaml"
     path.write_text("presets: [sa3, arelu]\nepochs: 7\nlearning_rate: 1e-4\nwidth: 0.5\n"
                     "strategy: mirrored\n")
-    args = build_parser().parse_args(["reproduce", "--config", str(path), "--epochs", "2"])
-    config = config_of(args)
+    config = parsed("--config", str(path), "--epochs", "2")
     assert (config.presets, config.epochs, config.width, config.strategy) == (
         ("sa3", "arelu"), 2, 0.5, "mirrored")
     assert (config.batch_size, config.patience, config.n_frames) == (16, 35, 1400)
     path.write_text("strategy: horovod\n")
     with pytest.raises(ValueError, match="reproduce.yaml:1: strategy must be one of"):
-        config_of(build_parser().parse_args(["reproduce", "--config", str(path)]))
+        parsed("--config", str(path))
 
 
 def free_ports(count: int) -> list:

@@ -39,34 +39,9 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def overrides_of(args) -> dict:
-    """The DemoConfig fields given on the command line."""
-    import dataclasses
-
-    from tfmood.demo import DemoConfig
-
-    fields = {field.name for field in dataclasses.fields(DemoConfig)}
-    overrides = {}
-    for name, value in vars(args).items():
-        field = FIELD_OF_OPTION.get(name, name)
-        if field in fields and value is not None:
-            overrides[field] = tuple(value) if field == "presets" else value
-    return overrides
-
-
-def config_of(args):
-    """The DemoConfig of the command line: the --config file's, the options given winning."""
-    from tfmood.demo import DemoConfig
-    from tfmood.train.config import load_config, make_config
-
-    overrides = overrides_of(args)
-    if args.config:
-        return load_config(DemoConfig, args.config, **overrides)
-    return make_config(DemoConfig, overrides, "command line")
-
-
 def run(args) -> int:
-    from tfmood.demo import run_demo
+    from tfmood.cli._config_options import config_of
+    from tfmood.demo import DemoConfig, run_demo
 
-    run_demo(config_of(args))
+    run_demo(config_of(DemoConfig, args, FIELD_OF_OPTION))
     return 0

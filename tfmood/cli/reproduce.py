@@ -49,34 +49,9 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def overrides_of(args) -> dict:
-    """The ReproduceConfig fields given on the command line."""
-    import dataclasses
-
-    from tfmood.reproduce import ReproduceConfig
-
-    fields = {field.name for field in dataclasses.fields(ReproduceConfig)}
-    overrides = {}
-    for name, value in vars(args).items():
-        field = FIELD_OF_OPTION.get(name, name)
-        if field in fields and value is not None:
-            overrides[field] = tuple(value) if field == "presets" else value
-    return overrides
-
-
-def config_of(args):
-    """The ReproduceConfig of the command line: the --config file's, the options given winning."""
-    from tfmood.reproduce import ReproduceConfig
-    from tfmood.train.config import load_config, make_config
-
-    overrides = overrides_of(args)
-    if args.config:
-        return load_config(ReproduceConfig, args.config, **overrides)
-    return make_config(ReproduceConfig, overrides, "command line")
-
-
 def run(args) -> int:
-    from tfmood.reproduce import run_reproduce
+    from tfmood.cli._config_options import config_of
+    from tfmood.reproduce import ReproduceConfig, run_reproduce
 
-    run_reproduce(config_of(args))
+    run_reproduce(config_of(ReproduceConfig, args, FIELD_OF_OPTION))
     return 0

@@ -19,8 +19,7 @@ Melspec files hold whole tracks (MTG-Jamendo: ~10,400 frames, ~4 MB) of which on
 parallel `map`: a graph op cannot read byte ranges of a file, and the reads (`os.pread`, or
 ranged `GFile` reads on gs://) release the GIL, so files are read by several threads at once.
 
-TFRecord shards are written and read by `tfmood.data.shards` (`write_shards` is importable from
-here too, as the data package's entry point).
+TFRecord shards are written and read by `tfmood.data.shards`.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ import tensorflow as tf
 from tfmood.data.config import DataConfig, config_with
 from tfmood.data.metadata import Track, label_matrix, read_split
 from tfmood.data.npy_files import NPY_DTYPES, NpyLayout, read_frames
-from tfmood.data.shards import tfrecord_examples, write_shards
+from tfmood.data.shards import tfrecord_examples
 from tfmood.data.validation import file_path, report_skipped, validate_files
 
 __all__ = [
@@ -48,7 +47,6 @@ __all__ = [
     "npy_examples",
     "skip_leading_silence",
     "tile_or_crop",
-    "write_shards",
 ]
 
 SOURCES = ("npy", "audio", "tfrecord")
