@@ -137,7 +137,11 @@ def test_replicated_pipelines_hold_whole_batches_only(tiny_config):
     assert not padded[tracks:].any()
 
 
-@pytest.mark.parametrize("run", range(3))
+# Three runs: the abort this guards against happened on every run, but a collective that pairs
+# by chance would not; the repeats are slow-marked (the full suite runs them, the quick one not).
+@pytest.mark.parametrize(
+    "run", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
+)
 def test_mirrored_over_two_logical_cpus(tiny_config, tmp_path, run):
     out = tmp_path / "run"
     command = [sys.executable, "-c", MIRRORED_MAIN, "train", "--config", str(tiny_config),
