@@ -14,13 +14,13 @@ normalisation statistics and the predictions come back complete and in order.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from local_cluster import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRACKS, SECONDS, SEED, EPOCHS = 30, 4.0, 0, 2
@@ -154,17 +154,6 @@ def test_mirrored_over_two_logical_cpus(tiny_config, tmp_path, run):
     assert "MirroredStrategy: 2 replicas in sync" in run.stdout
     result = check_run(out, tiny_config)
     assert printed_result(run.stdout) == result
-
-
-def free_ports(count: int) -> list:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.mark.slow

@@ -5,13 +5,13 @@ import io
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from local_cluster import free_ports
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tfmood.cli import main
@@ -230,17 +230,6 @@ def test_config_file_with_command_line_overrides(tmp_path):
     path.write_text("strategy: horovod\n")
     with pytest.raises(ValueError, match="reproduce.yaml:1: strategy must be one of"):
         parsed("--config", str(path))
-
-
-def free_ports(count: int) -> list:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.mark.slow
